@@ -1,0 +1,4 @@
+"""warptheory: numerical theory verification for dynamic-sampling (warping) networks."""
+from .kernels import BUILTIN_KERNELS, Kernel, KernelConstraintError, get_kernel, kernel_from_sympy, on_support
+
+__version__ = "0.1.0"
