@@ -150,3 +150,23 @@ def test_c_source_has_right_derivative_overrides():
     src = get_kernel("tri").c_source("tri")
     assert "WT_HD inline double tri_value(double t)" in src
     assert "if (t == 0.0) return -1.0;" in src and "if (t == 1.0) return 0.0;" in src
+
+
+def test_rect_is_not_the_only_kernel_with_both_properties():
+    """§9 says only rect is mean- and variance-preserving.  Both hold iff φ(s)φ(1-s) = 0 and
+    φ(s) + φ(1-s) = 1, i.e. φ ∈ {0, 1} a.e. with S ∪ (1 - S) splitting (0, 1) — rect's
+    S = (0, 1/2) is one choice.  Here S = (0, 1/4) ∪ (1/2, 3/4): both properties, and, like
+    every such kernel, zero offset gradient (paper_notes/s09_discretization.md)."""
+    a_ = sp.Abs(T)
+    q = sp.Rational(1, 4)
+    expr = sp.Piecewise(
+        (1, a_ < q), (sp.Rational(1, 2), sp.Eq(a_, q)), (0, a_ < 2 * q), (sp.Rational(1, 2), sp.Eq(a_, 2 * q)),
+        (1, a_ < 3 * q), (sp.Rational(1, 2), sp.Eq(a_, 3 * q)), (0, True),
+    )
+    k = kernel_from_sympy(expr, name="comb")
+    assert k.mean_preserving and k.variance_preserving
+    assert not np.any(k.derivative(np.linspace(-1.2, 1.2, 997)))
+    import warptheory as wt
+
+    r = wt.phi(k, 0.37)
+    assert (r.phi11, r.phi12, r.phi21, r.dphi21) == (1.0, 1.0, 1.0, 0.0)
