@@ -1,0 +1,125 @@
+"""Figures of §3 (eqs 5, 7, 8, 9) and the validation z-score summary (``paper_notes/s03_statistics.md``).
+
+Each function writes PNG files into ``outdir`` and returns their paths.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_moments(outdir, kernel="tri", d=1, sigmas=(0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0),
+                   replicates=16, batches=2, seed=0):
+    """Second moments of y (eq 5), ∇_x L (eq 7), ∇_ε L (eq 8) against σ_ε: theory curves, MC ± 2 SE."""
+    from warptheory import moments
+    from warptheory.montecarlo import IIDCase, run_iid
+
+    plt = _plt()
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    mu_x, mu_dy, channels = 1.0, 1.0, 2
+    grid = np.linspace(min(sigmas), max(sigmas), 60)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (eq, q, fn) in zip(axes, [
+        ("5", "y", lambda s, f: moments.forward(kernel, s, mu_x=mu_x, sigma_x=1.0, d=d, form=f)),
+        ("7", "dx", lambda s, f: moments.backward_x(kernel, s, mu_dy=mu_dy, sigma_dy=1.0, d=d, form=f, period=256)),
+        ("8", "deps", lambda s, f: moments.backward_eps(kernel, s, mu_x=mu_x, sigma_x=1.0, mu_dy=mu_dy, sigma_dy=1.0,
+                                                         channels=channels, d=d, form=f)),
+    ]):
+        for form, style in (("paper", "--"), ("exact", "-")):
+            ax.plot(grid, [fn(float(s), form).second_moment for s in grid], style, label=f"{form} form")
+        est, err = [], []
+        for s in sigmas:
+            case = IIDCase(kernel, d=d, channels=channels, sigma_eps=s, mu_x=mu_x, mu_dy=mu_dy, size=256, batch=4)
+            e, se, _ = run_iid(case, replicates=replicates, batches=batches, seed=seed).estimate(q, "second_moment")
+            est.append(e)
+            err.append(2 * se)
+        ax.errorbar(sigmas, est, yerr=err, fmt="o", ms=3, label="Monte-Carlo ± 2 SE")
+        ax.set_xscale("log")
+        ax.set_xlabel("σ_ε")
+        ax.set_title(f"eq {eq}: E[{q}²], {kernel}, d={d}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = outdir / f"fig_moments_{kernel}_d{d}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def figure_eq9_slope(outdir, sigma_x2=(0.0625, 0.25, 1.0, 4.0, 16.0), replicates=16, batches=1, seed=0):
+    """σ²_∂w against σ_x² (log-log) with and without a normalisation layer (eq 9, §3.1)."""
+    from warptheory import moments
+    from warptheory.montecarlo import SelfWarpCase, run_selfwarp
+    from warptheory.stats import batch_means
+
+    plt = _plt()
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    sigma_w = 0.5 / math.sqrt(36)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for normalized, color in ((False, "C0"), (True, "C1")):
+        est, err, th = [], [], []
+        for j, v in enumerate(sigma_x2):
+            case = SelfWarpCase("tri", sigma_x=math.sqrt(v), fixed_sigma_w=sigma_w, normalized=normalized,
+                                size=24, batch=2)
+            m, se = batch_means(run_selfwarp(case, replicates=replicates, batches=batches, seed=seed + j))
+            est.append(m)
+            err.append(2 * se)
+            th.append(moments.selfwarp("tri", case.effective_sigma_eps(), sigma_x=math.sqrt(v), sigma_dy=1.0,
+                                       channels=4, d=2, k=3, form="exact", normalized=normalized).second_moment)
+        slope = np.polyfit(np.log(sigma_x2), np.log(est), 1)[0]
+        label = ("normalised" if normalized else "plain") + f" (MC slope {slope:.3f})"
+        ax.errorbar(sigma_x2, est, yerr=err, fmt="o", color=color, label=label)
+        ax.plot(sigma_x2, th, "-", color=color, alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("σ_x²")
+    ax.set_ylabel("σ²_∂w")
+    ax.set_title("eq 9: SelfWarp weight-gradient variance")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = outdir / "fig_eq9_slope.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def figure_zscores(report_json_path, outdir):
+    """z of every record in a validation report, by equation, with the family thresholds."""
+    plt = _plt()
+    data = json.loads(pathlib.Path(report_json_path).read_text())
+    recs = data["records"] if isinstance(data, dict) else data
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    eqs = sorted({r["equation"] for r in recs}, key=lambda e: (len(e), e))
+    fig, ax = plt.subplots(figsize=(max(6, len(eqs) * 0.9), 4))
+    for r in recs:
+        z = float(r["z"])
+        zc = float(np.clip(z, -20, 20)) if math.isfinite(z) else 20.0 * (1 if z > 0 else -1)
+        x = eqs.index(r["equation"]) + (0.15 if r["form"] == "paper" else -0.15) + np.random.default_rng(
+            hash(r["quantity"]) % 2**32).uniform(-0.08, 0.08)
+        ax.plot(x, zc, "o" if r["verdict"] == "agrees" else "x", ms=3,
+                color="C0" if r["form"] == "exact" else "C3")
+        if "threshold" in r:
+            ax.hlines([-float(r["threshold"]), float(r["threshold"])], x - 0.1, x + 0.1, color="grey", lw=0.5)
+    ax.set_xticks(range(len(eqs)))
+    ax.set_xticklabels([f"eq {e}" for e in eqs])
+    ax.set_ylabel("z (clipped at ±20)")
+    ax.set_title("validation z-scores: exact (blue), paper (red); x = disagrees")
+    fig.tight_layout()
+    path = outdir / "fig_zscores.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
