@@ -1,0 +1,418 @@
+"""Tests of warptheory.warping: warp/unwarp and their gradients (eqs 2–4, 16–18, 49–51).
+
+Map (equation → test):
+  eq 2 (warp)            test_numba_matches_reference, test_zero_offsets_identity, test_integer_offsets_shift,
+                         test_map_coordinates_parity, test_warp_matrix_is_the_operator
+  eqs 3/17 (grad_x)      test_numba_matches_reference, test_adjoint_identities, test_grad_x_deterministic
+  eqs 4/18 (grad_eps)    test_numba_matches_reference, test_grad_eps_finite_differences
+  eq 49 (unwarp)         test_adjoint_identities (transpose of warp), test_warp_matrix_is_the_operator
+  eqs 50–51              test_numba_matches_reference, test_adjoint_identities, test_grad_eps_finite_differences
+Peers (torch grid_sample) are in tests/test_warping_peers.py.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from warptheory.kernels import BUILTIN_KERNELS, T, kernel_from_sympy
+from warptheory.warping import PADDINGS, unwarp, unwarp_backward, warp, warp_backward, warp_matrix
+
+# Cubic Hermite "smoothstep" kernel: a user kernel that is C¹ at 0 and ±1, mean-preserving.
+USER_KERNEL = kernel_from_sympy(
+    sp.Piecewise((1 - 3 * T**2 + 2 * sp.Abs(T) ** 3, sp.Abs(T) <= 1), (0, True)), name="smoothstep"
+)
+ALL_KERNELS = [*BUILTIN_KERNELS, USER_KERNEL]
+
+SETTINGS = settings(deadline=None, max_examples=12, suppress_health_check=[HealthCheck.too_slow])
+
+
+def random_problem(seed, d, dtype, offset_scale=2.0, batch=None, channels=None, spatial=None):
+    """x, eps, grad_y of a small random problem with d spatial axes."""
+    rng = np.random.default_rng(seed)
+    batch = batch or int(rng.integers(1, 3))
+    channels = channels or int(rng.integers(1, 4))
+    if spatial is None:
+        spatial = tuple(int(s) for s in rng.integers(1, 7 if d < 3 else 5, size=d))
+    x = rng.normal(size=(batch, channels, *spatial)).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    eps = (offset_scale * rng.normal(size=(batch, d, *spatial))).astype(dtype)
+    return x, eps, g
+
+
+problems = st.tuples(
+    st.integers(0, 2**32 - 1),  # seed
+    st.integers(1, 3),  # d
+    st.sampled_from(PADDINGS),
+    st.sampled_from([np.float32, np.float64]),
+    st.sampled_from([0.3, 2.0, 10.0]),  # offset scale: inside a cell, a few cells, mostly off-lattice
+)
+
+
+def assert_close_to_reference(actual, expected, dtype):
+    """Both engines accumulate in float64 and round once to ``dtype``, so float32 results may
+    differ by one rounding of each (2 ulp of the value); float64 results differ only by the
+    summation order of at most N·2^d·(taps) terms, far below 1e-12 of the scale."""
+    if expected is None:
+        assert actual is None
+        return
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isfinite(actual), finite)
+    scale = max(1.0, float(np.max(np.abs(expected[finite]), initial=0.0)))
+    if dtype == np.float32:
+        tol = 2 * np.finfo(np.float32).eps
+    else:
+        tol = 1e-12
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=tol, atol=tol * scale)
+    np.testing.assert_array_equal(actual[~finite], expected[~finite])  # same NaN/inf pattern
+
+
+# ----- engine agreement -------------------------------------------------------------------
+@pytest.mark.parametrize("kernel", ALL_KERNELS, ids=lambda k: k if isinstance(k, str) else k.name)
+@SETTINGS
+@given(problem=problems)
+def test_numba_matches_reference(kernel, problem):
+    """All four operations (eqs 2–4, 49–51) of the Numba engine equal the numpy reference."""
+    seed, d, padding, dtype, scale = problem
+    x, eps, g = random_problem(seed, d, dtype, scale)
+    for fwd in (warp, unwarp):
+        ours = fwd(x, eps, kernel, padding)
+        ref = fwd(x, eps, kernel, padding, backend="numpy")
+        assert_close_to_reference(ours, ref, dtype)
+    for bwd in (warp_backward, unwarp_backward):
+        ours = bwd(x, eps, g, kernel, padding)
+        ref = bwd(x, eps, g, kernel, padding, backend="numpy")
+        for a, b in zip(ours, ref):
+            assert_close_to_reference(a, b, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["tri", "cos", "sqrt_tri"])
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems)
+def test_numba_matches_reference_many(kernel, problem):
+    """The same comparison as test_numba_matches_reference, with many more drawn problems."""
+    test_numba_matches_reference.hypothesis.inner_test(kernel, problem)
+
+
+@pytest.mark.parametrize("need_x, need_eps", [(True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_only_requested_gradients(need_x, need_eps, backend):
+    x, eps, g = random_problem(0, 2, np.float64)
+    full = warp_backward(x, eps, g, backend=backend)
+    for bwd in (warp_backward, unwarp_backward):
+        grad_x, grad_eps = bwd(x, eps, g, need_x=need_x, need_eps=need_eps, backend=backend)
+        assert (grad_x is None) != need_x and (grad_eps is None) != need_eps
+    grad_x, grad_eps = warp_backward(x, eps, g, need_x=need_x, need_eps=need_eps, backend=backend)
+    if need_x:
+        np.testing.assert_array_equal(grad_x, full[0])
+    if need_eps:
+        np.testing.assert_array_equal(grad_eps, full[1])
+
+
+# ----- operator laws ----------------------------------------------------------------------
+@SETTINGS
+@given(problem=problems, kernel=st.sampled_from(["tri", "cos", "hann"]))
+def test_adjoint_identities(problem, kernel):
+    """eq 3 is the adjoint of eq 2, and unwarp (eq 49) is the transpose of warp; eq 50 likewise.
+
+    float64 only: the inner products sum O(B·N·P) products of O(1) numbers, so the two
+    sides agree to ~1e-15 of Σ|terms|; 1e-12 leaves room for the length of the sums."""
+    seed, d, padding, _, scale = problem
+    x, eps, g = random_problem(seed, d, np.float64, scale)
+    magnitude = float(np.sum(np.abs(x)) * np.max(np.abs(g)) * 2**d + 1.0)
+
+    grad_x, _ = warp_backward(x, eps, g, kernel, padding, need_eps=False)
+    assert abs(np.vdot(warp(x, eps, kernel, padding), g) - np.vdot(x, grad_x)) <= 1e-12 * magnitude
+    assert abs(np.vdot(unwarp(x, eps, kernel, padding), g) - np.vdot(x, warp(g, eps, kernel, padding))) <= (
+        1e-12 * magnitude
+    )
+    grad_x_unwarp, _ = unwarp_backward(x, eps, g, kernel, padding, need_eps=False)
+    assert abs(np.vdot(unwarp(x, eps, kernel, padding), g) - np.vdot(x, grad_x_unwarp)) <= 1e-12 * magnitude
+
+
+def away_from_kinks(eps, rng, margin=0.1):
+    """Move every sample position v + eps to a fraction in [margin, 1 - margin] (and off ±1/2
+    for rect-like kernels), so that a finite difference never crosses a kink."""
+    spatial = eps.shape[2:]
+    grid = np.indices(spatial, dtype=np.float64)[None]
+    position = grid + eps
+    frac = rng.uniform(margin, 0.5 - margin, size=eps.shape) + rng.integers(0, 2, size=eps.shape) * 0.5
+    return np.floor(position) + frac - grid
+
+
+@SETTINGS
+@given(problem=problems, kernel=st.sampled_from(["tri", "cos", "hann", "sqrt_tri", USER_KERNEL]))
+def test_grad_eps_finite_differences(problem, kernel):
+    """grad_eps (eqs 4 and 51) against a central difference of L = <op(x, eps), g> along a random
+    direction.  float64, h = 1e-6: truncation O(h²·|φ'''|) ≈ 1e-11 and rounding O(1e-16/h) ≈ 1e-10
+    relative to |L|, hence rtol 1e-6 with an absolute floor at that scale."""
+    seed, d, padding, _, scale = problem
+    x, eps, g = random_problem(seed, d, np.float64, scale)
+    rng = np.random.default_rng(seed + 1)
+    eps = away_from_kinks(eps, rng)
+    direction = rng.normal(size=eps.shape)
+    h = 1e-6
+    for op, bwd in ((warp, warp_backward), (unwarp, unwarp_backward)):
+        _, grad_eps = bwd(x, eps, g, kernel, padding, need_x=False)
+
+        def loss(e):
+            return float(np.vdot(op(x, e, kernel, padding), g))
+
+        fd = (loss(eps + h * direction) - loss(eps - h * direction)) / (2 * h)
+        analytic = float(np.vdot(grad_eps, direction))
+        floor = 1e-6 * (np.sum(np.abs(x)) * np.max(np.abs(g)) * np.max(np.abs(direction)) + 1.0)
+        assert abs(fd - analytic) <= 1e-6 * abs(analytic) + floor, (op.__name__, fd, analytic)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS, ids=lambda k: k if isinstance(k, str) else k.name)
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_zero_offsets_identity(kernel, padding, d):
+    """φ(0) = 1 and φ(±1) = 0 exactly, so zero offsets give the identity bitwise (eq 2, 49)."""
+    for dtype in (np.float32, np.float64):
+        x, eps, _ = random_problem(d, d, dtype)
+        eps[...] = 0
+        assert np.array_equal(warp(x, eps, kernel, padding), x)
+        assert np.array_equal(unwarp(x, eps, kernel, padding), x)
+
+
+def shifted(x, shift, padding):
+    """x[..., v + shift] with the padding applied, built from numpy indexing."""
+    out = x
+    for axis, s in enumerate(shift):
+        size = x.shape[axis + 2]
+        idx = np.arange(size) + s
+        if padding == "periodic":
+            out = np.take(out, idx % size, axis=axis + 2)
+        elif padding == "border":
+            out = np.take(out, np.clip(idx, 0, size - 1), axis=axis + 2)
+        else:
+            inside = (idx >= 0) & (idx < size)
+            out = np.take(out, np.clip(idx, 0, size - 1), axis=axis + 2)
+            mask = inside.reshape([-1 if a == axis + 2 else 1 for a in range(x.ndim)])
+            out = np.where(mask, out, 0).astype(x.dtype)
+    return out
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    d=st.integers(1, 3),
+    padding=st.sampled_from(PADDINGS),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kernel=st.sampled_from(ALL_KERNELS),
+    data=st.data(),
+)
+def test_integer_offsets_shift(seed, d, padding, dtype, kernel, data):
+    """A constant integer offset s gives y[v] = x[v + s] exactly (bitwise), for any kernel."""
+    x, eps, _ = random_problem(seed, d, dtype)
+    shift = data.draw(st.lists(st.integers(-8, 8), min_size=d, max_size=d))
+    for k in range(d):
+        eps[:, k] = shift[k]
+    assert np.array_equal(warp(x, eps, kernel, padding), shifted(x, shift, padding))
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    d=st.integers(1, 3),
+    kernel=st.sampled_from(["tri", "cos"]),
+    turns=st.integers(-(10**6), 10**6),
+)
+def test_large_offsets_periodic_exact(seed, d, kernel, turns):
+    """Periodic padding: eps and eps + m·S_k give bitwise the same result, for |m·S| up to ~5e6.
+
+    Offsets are multiples of 1/64 so that v + eps is exact in float64 either way."""
+    x, eps, g = random_problem(seed, d, np.float64)
+    eps = np.round(eps * 64) / 64
+    spatial = x.shape[2:]
+    far = eps.copy()
+    for k in range(d):
+        far[:, k] += turns * spatial[k]
+    assert np.array_equal(warp(x, far, kernel, "periodic"), warp(x, eps, kernel, "periodic"))
+    assert np.array_equal(unwarp(x, far, kernel, "periodic"), unwarp(x, eps, kernel, "periodic"))
+    for a, b in zip(warp_backward(x, far, g, kernel, "periodic"), warp_backward(x, eps, g, kernel, "periodic")):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("magnitude", [1e6, -1e6, 1e17, -3e300])
+def test_huge_offsets(padding, magnitude):
+    """Offsets far outside the lattice neither crash nor index out of bounds, and match the reference;
+    zeros padding gives exactly 0 and border padding the (clamped) edge value."""
+    x, eps, g = random_problem(7, 2, np.float64, batch=2, channels=2, spatial=(3, 4))
+    eps = eps + magnitude
+    y = warp(x, eps, "tri", padding)
+    assert_close_to_reference(y, warp(x, eps, "tri", padding, backend="numpy"), np.float64)
+    for a, b in zip(warp_backward(x, eps, g, "cos", padding), warp_backward(x, eps, g, "cos", padding, backend="numpy")):
+        assert_close_to_reference(a, b, np.float64)
+    assert_close_to_reference(unwarp(x, eps, "tri", padding), unwarp(x, eps, "tri", padding, backend="numpy"), np.float64)
+    if padding == "zeros":
+        assert not np.any(y)
+    if padding == "border" and magnitude > 0:
+        # tri is a partition of unity, so every position reads the corner x[..., -1, -1]
+        np.testing.assert_allclose(y, np.broadcast_to(x[..., -1:, -1:], y.shape), rtol=1e-15)
+
+
+# ----- determinism ------------------------------------------------------------------------
+def test_grad_x_deterministic():
+    """grad_x (eq 3) and unwarp (eq 49) are bitwise identical across runs and thread counts.
+
+    Offsets that pull every sample towards a few pixels make many outputs land on the same
+    input, which is where a racy scatter would reorder float32 sums."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 3, 40, 50)).astype(np.float32)
+    g = rng.normal(size=x.shape).astype(np.float32)
+    grid = np.indices((40, 50), dtype=np.float32)
+    eps = (-0.8 * grid + rng.normal(size=(2, 2, 40, 50))).astype(np.float32)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            grad_x, _ = warp_backward(x, eps, g, need_eps=False)
+            results.append((grad_x.tobytes(), unwarp(x, eps, "cos", "periodic").tobytes()))
+    finally:
+        numba.set_num_threads(before)
+    assert all(r == results[0] for r in results)
+
+
+# ----- scipy parity -----------------------------------------------------------------------
+@pytest.mark.parametrize("padding, mode", [("zeros", "grid-constant"), ("periodic", "grid-wrap"), ("border", "nearest")])
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_map_coordinates_parity(padding, mode, d):
+    """eq 2 with the bilinear kernel is scipy.ndimage.map_coordinates(order=1).
+
+    Note: scipy's mode "constant" does *not* interpolate between the edge and the zero
+    padding (it drops to cval beyond the edge), so "grid-constant" is the zeros padding."""
+    from scipy import ndimage
+
+    x, eps, _ = random_problem(5 + d, d, np.float64, offset_scale=3.0, batch=2, channels=2)
+    y = warp(x, eps, "tri", padding)
+    grid = np.indices(x.shape[2:], dtype=np.float64)
+    for b in range(x.shape[0]):
+        for n in range(x.shape[1]):
+            expected = ndimage.map_coordinates(x[b, n], grid + eps[b], order=1, mode=mode)
+            # both are float64 sums of 2^d products; they differ by the evaluation order only
+            np.testing.assert_allclose(y[b, n], expected, rtol=1e-13, atol=1e-13)
+
+
+# ----- sparse matrix ----------------------------------------------------------------------
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_warp_matrix_is_the_operator(padding, d):
+    """K x = warp(x) and Kᵀ x = unwarp(x) (eq 49 is the transpose of eq 2)."""
+    x, eps, _ = random_problem(20 + d, d, np.float64, batch=1, channels=2)
+    matrix = warp_matrix(eps[0], "cos", padding)
+    assert matrix.shape == (x[0, 0].size,) * 2
+    y, y_un = warp(x, eps, "cos", padding), unwarp(x, eps, "cos", padding)
+    for n in range(x.shape[1]):
+        # a row has at most 2^d terms, so float64 agreement is to a few ulps
+        np.testing.assert_allclose(matrix @ x[0, n].ravel(), y[0, n].ravel(), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(matrix.T @ x[0, n].ravel(), y_un[0, n].ravel(), rtol=1e-13, atol=1e-13)
+
+
+def test_warp_matrix_errors():
+    with pytest.raises(ValueError, match="eps: .*finite"):
+        warp_matrix(np.full((2, 3, 3), np.nan))
+    with pytest.raises(ValueError, match=r"eps: expected shape \(d, \*S\)"):
+        warp_matrix(np.zeros((3, 4, 4)))
+    with pytest.raises(TypeError, match="eps: expected a numpy array"):
+        warp_matrix([[0.0, 1.0]])
+    with pytest.raises(ValueError, match="padding"):
+        warp_matrix(np.zeros((1, 4)), padding="reflect")
+
+
+# ----- bad input --------------------------------------------------------------------------
+def test_bad_input_errors():
+    x = np.zeros((2, 3, 4, 5))
+    eps = np.zeros((2, 2, 4, 5))
+    with pytest.raises(TypeError, match="x: expected a numpy or CuPy array, got list"):
+        warp(x.tolist(), eps)
+    with pytest.raises(TypeError, match="eps: expected a numpy or CuPy array"):
+        warp(x, 0.5)
+    with pytest.raises(TypeError, match="x: expected dtype float32 or float64, got int64"):
+        warp(x.astype(np.int64), eps)
+    with pytest.raises(TypeError, match="x: expected dtype float32 or float64, got float16"):
+        warp(x.astype(np.float16), eps.astype(np.float16))
+    with pytest.raises(TypeError, match="eps: dtype float32 does not match x's dtype float64"):
+        warp(x, eps.astype(np.float32))
+    with pytest.raises(TypeError, match="grad_y: dtype float32"):
+        warp_backward(x, eps, x.astype(np.float32))
+    with pytest.raises(ValueError, match="x: expected shape .* 1 to 3 spatial axes"):
+        warp(np.zeros((1, 1, 2, 2, 2, 2)), np.zeros((1, 4, 2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="x: expected shape"):
+        warp(np.zeros((1, 4)), np.zeros((1, 4)))
+    with pytest.raises(ValueError, match=r"eps: expected shape \(B, d, \*S\) = \(2, 2, 4, 5\)"):
+        warp(x, np.zeros((2, 1, 4, 5)))
+    with pytest.raises(ValueError, match="eps: expected shape"):
+        warp(x, np.zeros((1, 2, 4, 5)))
+    with pytest.raises(ValueError, match="eps: expected shape"):
+        warp(x, np.zeros((2, 2, 5, 4)))
+    with pytest.raises(ValueError, match="grad_y: expected the shape of x"):
+        warp_backward(x, eps, np.zeros((2, 3, 4, 4)))
+    with pytest.raises(ValueError, match="x: every spatial size must be at least 1"):
+        warp(np.zeros((1, 1, 0, 3)), np.zeros((1, 2, 0, 3)))
+    with pytest.raises(ValueError, match="padding: expected one of 'zeros', 'periodic', 'border', got 'reflect'"):
+        warp(x, eps, padding="reflect")
+    with pytest.raises(ValueError, match="kernel: unknown kernel 'bicubic'"):
+        warp(x, eps, kernel="bicubic")
+    with pytest.raises(ValueError, match="backend: expected None or one of"):
+        warp(x, eps, backend="torch")
+    with pytest.raises(TypeError, match="need_eps: expected a bool"):
+        warp_backward(x, eps, x, need_eps=1)
+
+
+def test_cupy_backend_needs_cupy_arrays():
+    x, eps = np.zeros((1, 1, 3)), np.zeros((1, 1, 3))
+    with pytest.raises(TypeError, match="backend: 'cupy' cannot take numpy arrays"):
+        warp(x, eps, backend="cupy")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_empty_batch_and_channels(backend):
+    for shape in [(0, 2, 3, 3), (2, 0, 3, 3)]:
+        x = np.zeros(shape)
+        eps = np.zeros((shape[0], 2, 3, 3))
+        assert warp(x, eps, backend=backend).shape == shape
+        assert unwarp(x, eps, backend=backend).shape == shape
+        grad_x, grad_eps = warp_backward(x, eps, x, backend=backend)
+        assert grad_x.shape == shape and grad_eps.shape == eps.shape
+        assert not np.any(grad_eps)
+
+
+# ----- NaN / inf policy -------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_undefined_offsets(bad, padding, backend):
+    """A NaN/±inf offset at position v: gathers at v are NaN (warp y, both grad_eps, unwarp grad_x);
+    scatters from v contribute nothing (warp grad_x, unwarp y); everything else is untouched."""
+    x, eps, g = random_problem(3, 2, np.float64, batch=2, channels=2, spatial=(4, 5))
+    bad_at = (1, slice(None), 1, 2)  # batch 1, position (1, 2)
+    eps_bad = eps.copy()
+    eps_bad[1, 0, 1, 2] = bad
+    # Reference values: the same problem with that position's scatter removed.
+    g_without = g.copy()
+    g_without[1, :, 1, 2] = 0
+    x_without = x.copy()
+    x_without[1, :, 1, 2] = 0
+
+    y = warp(x, eps_bad, "tri", padding, backend=backend)
+    assert np.all(np.isnan(y[bad_at]))
+    assert np.isnan(y).sum() == x.shape[1]
+    grad_x, grad_eps = warp_backward(x, eps_bad, g, "tri", padding, backend=backend)
+    grad_x_without, grad_eps_clean = warp_backward(x, eps, g_without, "tri", padding, backend=backend)
+    np.testing.assert_allclose(grad_x, grad_x_without, rtol=1e-13, atol=1e-13)
+    assert np.all(np.isnan(grad_eps[bad_at])) and np.isnan(grad_eps).sum() == 2
+
+    y_un = unwarp(x, eps_bad, "tri", padding, backend=backend)
+    np.testing.assert_allclose(y_un, unwarp(x_without, eps, "tri", padding, backend=backend), rtol=1e-13, atol=1e-13)
+    grad_x_un, grad_eps_un = unwarp_backward(x, eps_bad, g, "tri", padding, backend=backend)
+    assert np.all(np.isnan(grad_x_un[bad_at])) and np.isnan(grad_x_un).sum() == x.shape[1]
+    assert np.all(np.isnan(grad_eps_un[bad_at])) and np.isnan(grad_eps_un).sum() == 2

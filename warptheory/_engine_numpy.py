@@ -1,0 +1,232 @@
+r"""Reference warp engine in plain numpy (paper eqs 2–4, 16–18, 49–51).
+
+This is the slow, "obviously right" route every fast engine is checked against.
+It accumulates in float64 whatever the input dtype and rounds once to that dtype.
+
+Conventions (see ``paper_notes/s02_warping.md``):
+
+* warp (eq 2): ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])``; the sample
+  position of output ``v`` is ``p = v + eps[b,:,v]`` (pixel units, ``eps[:,k]`` moves
+  along spatial axis ``k``).
+* unwarp (eq 49): ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])``; input
+  ``u`` is scattered around its position ``q = u + eps[b,:,u]``.  It is the
+  transpose of warp.
+* padding of the lattice outside ``0 ≤ u_k < S_k``: ``"zeros"`` (x = 0 there),
+  ``"periodic"`` (index mod S_k), ``"border"`` (index clamped to the edge).
+* φ' is the right derivative at kinks (``warptheory.kernels``).
+* a position whose offset is NaN or ±inf is *undefined*: a gather at it (warp
+  output, both grad_eps, unwarp grad_x) is NaN; a scatter from it (warp grad_x,
+  unwarp output) contributes nothing.
+
+Independence from the fast engines: the reference does not rely on the kernel's
+support being [-1, 1] beyond using four taps ``floor(p) − 1 … floor(p) + 2`` per axis
+(the fast engines use two), and it evaluates φ through the vectorised ufuncs
+``Kernel.value`` / ``Kernel.derivative`` rather than the jitted scalars.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+__all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward"]
+
+# Taps relative to floor(p) along one axis.  φ has support [-1, 1], so only 0 and 1 can
+# carry weight; -1 and 2 are kept so that the reference does not depend on that argument.
+_TAP_OFFSETS = (-1, 0, 1, 2)
+
+
+def _axis_taps(position, size, padding):
+    """Per-tap (lattice index, in-lattice mask, argument t = p − u) along one axis.
+
+    ``position`` is a float64 array of finite sample positions.  The tap argument is
+    formed as ``frac(p) − offset`` rather than ``p − u`` so that it stays exact for
+    |p| ≥ 2**53 (where ``floor(p) + 1`` is not representable); for the same reason the
+    periodic index is reduced with ``fmod`` before the offset is added, and the
+    zeros/border base index is clipped to a range that keeps every tap's in/out class.
+    """
+    base = np.floor(position)
+    frac = position - base  # exact: p and floor(p) share an exponent range
+    if padding == "periodic":
+        base = np.fmod(base, size)  # exact for every float
+        base = np.where(base < 0, base + size, base)
+    else:
+        base = np.clip(base, -4.0, size + 3.0)
+    taps = []
+    for off in _TAP_OFFSETS:
+        u = base + off
+        t = frac - off
+        if padding == "zeros":
+            inside = (u >= 0) & (u < size)
+            index = np.clip(u, 0, size - 1)
+        elif padding == "periodic":
+            inside = np.ones(u.shape, dtype=bool)
+            index = np.mod(u, size)
+        elif padding == "border":
+            inside = np.ones(u.shape, dtype=bool)
+            index = np.clip(u, 0, size - 1)
+        else:  # pragma: no cover - validated by the public API
+            raise ValueError(f"padding: unknown {padding!r}")
+        taps.append((index.astype(np.int64), inside, t))
+    return taps
+
+
+def _corners(eps, spatial, padding):
+    """Yield, for every combination of per-axis taps, (flat index, inside, [t_k]).
+
+    Arrays have shape ``(B, P)`` with ``P = prod(spatial)``.  Also returns the mask of
+    positions with a finite offset (the others get position 0 and must be masked).
+    """
+    d = len(spatial)
+    batch = eps.shape[0]
+    eps64 = eps.astype(np.float64).reshape(batch, d, int(np.prod(spatial)))
+    finite = np.all(np.isfinite(eps64), axis=1)  # (B, P)
+    grid = np.indices(spatial, dtype=np.float64).reshape(d, -1)  # lattice coordinates v_k
+    per_axis = []
+    for k in range(d):
+        position = np.where(finite, grid[k][None, :] + eps64[:, k, :], 0.0)
+        per_axis.append(_axis_taps(position, spatial[k], padding))
+    corners = []
+    for combo in itertools.product(range(len(_TAP_OFFSETS)), repeat=d):
+        taps = [per_axis[k][combo[k]] for k in range(d)]
+        flat = np.ravel_multi_index(tuple(tap[0] for tap in taps), spatial)
+        inside = np.logical_and.reduce([tap[1] for tap in taps]) & finite
+        corners.append((flat, inside, [tap[2] for tap in taps], combo))
+    return corners, finite
+
+
+def _weights(kernel, ts, axis=None):
+    """Π_k φ(t_k), or with ``axis=i`` the derivative term φ'(t_i) Π_{k≠i} φ(t_k).
+
+    A factor that is exactly 0 annihilates the term even against φ' = ±∞ (sqrt_tri at the
+    support edge): that tap's weight does not move with ε_i, so its contribution is 0.
+    """
+    w = np.ones(ts[0].shape)
+    zero = np.zeros(ts[0].shape, dtype=bool)
+    for k, t in enumerate(ts):
+        factor = kernel.derivative(t) if k == axis else kernel.value(t)
+        zero |= factor == 0
+        with np.errstate(invalid="ignore"):
+            w = w * factor
+    return np.where(zero, 0.0, w)
+
+
+def _flat(a):
+    return a.astype(np.float64).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+
+
+def _gather(xflat, flat):
+    """xflat[b, n, flat[b, p]] for every b, n, p."""
+    return np.take_along_axis(xflat, flat[:, None, :], axis=2)
+
+
+def _scatter(values, flat, inside, size):
+    """out[b, n, w] = Σ_{p : flat[b,p] = w, inside} values[b, n, p]."""
+    batch, channels, _ = values.shape
+    out = np.zeros((batch, channels, size))
+    for b in range(batch):
+        targets = flat[b][inside[b]]
+        for n in range(channels):
+            out[b, n] += np.bincount(targets, weights=values[b, n][inside[b]], minlength=size)
+    return out
+
+
+def _gather_apply(xflat, eps, spatial, kernel, padding):
+    """Σ_u x[b,n,u] Π_k φ(p_k − u_k) at every position (the warp gather, eq 2)."""
+    corners, finite = _corners(eps, spatial, padding)
+    out = np.zeros(xflat.shape)
+    for flat, inside, ts, _ in corners:
+        w = np.where(inside, _weights(kernel, ts), 0.0)
+        out += np.where(inside[:, None, :], w[:, None, :] * _gather(xflat, flat), 0.0)
+    out[np.broadcast_to(~finite[:, None, :], out.shape)] = np.nan
+    return out
+
+
+def _scatter_apply(values, eps, spatial, kernel, padding):
+    """out[b,n,v] = Σ_p values[b,n,p] Π_k φ(p_k + eps_kp − v_k) (the warp transpose)."""
+    corners, _ = _corners(eps, spatial, padding)
+    size = int(np.prod(spatial))
+    out = np.zeros(values.shape)
+    for flat, inside, ts, _ in corners:
+        w = np.where(inside, _weights(kernel, ts), 0.0)
+        out += _scatter(values * w[:, None, :], flat, inside, size)
+    return out
+
+
+def _position_derivative(xflat, gflat, eps, spatial, kernel, padding):
+    """Σ_n g[b,n,p] Σ_u x[b,n,u] φ'(p_i − u_i) Π_{k≠i} φ(p_k − u_k) for each axis i.
+
+    Written factorised, Σ_a φ'(t_{i,a}) · [Σ_{corners with tap a on axis i} Π_{k≠i} φ · Σ_n g x],
+    so that an infinite slope (sqrt_tri at the support edge) multiplies one finite number:
+    the result is ±∞, or 0 when that number is 0, and NaN only for +∞ − ∞ between taps.
+    """
+    d = len(spatial)
+    corners, finite = _corners(eps, spatial, padding)
+    out = np.zeros((xflat.shape[0], d, xflat.shape[2]))
+    for i in range(d):
+        inner = {}  # tap index along axis i -> (t_i, Σ over the other axes)
+        for flat, inside, ts, combo in corners:
+            gathered = np.where(inside[:, None, :], _gather(xflat, flat), 0.0)
+            g_dot_x = np.sum(gflat * gathered, axis=1)  # Σ_n over channels, (B, P)
+            others = _weights(kernel, [t for k, t in enumerate(ts) if k != i]) if d > 1 else 1.0
+            term = np.where(inside, others * g_dot_x, 0.0)
+            t_i, acc = inner.get(combo[i], (ts[i], 0.0))
+            inner[combo[i]] = (t_i, acc + term)
+        for t_i, acc in inner.values():
+            slope = kernel.derivative(t_i)
+            with np.errstate(invalid="ignore"):  # 0·∞ := 0: that tap does not move
+                out[:, i] += np.where(acc == 0, 0.0, slope * acc)
+    out[np.broadcast_to(~finite[:, None, :], out.shape)] = np.nan
+    return out
+
+
+def warp(x, eps, kernel, padding):
+    """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])``."""
+    spatial = x.shape[2:]
+    y = _gather_apply(_flat(x), eps, spatial, kernel, padding)
+    return y.reshape(x.shape).astype(x.dtype)
+
+
+def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
+    """Eqs 3–4 (17–18): gradients of a loss through :func:`warp`.
+
+    ``grad_x[b,n,w] = Σ_v grad_y[b,n,v] Π_k φ(v_k − w_k + eps[b,k,v])`` (eq 3) and
+    ``grad_eps[b,i,w] = Σ_n grad_y[b,n,w] Σ_u x[b,n,u] φ'(w_i − u_i + eps[b,i,w])
+    Π_{k≠i} φ(w_k − u_k + eps[b,k,w])`` (eq 4).
+    """
+    spatial = x.shape[2:]
+    grad_x = grad_eps = None
+    if need_x:
+        gx = _scatter_apply(_flat(grad_y), eps, spatial, kernel, padding)
+        grad_x = gx.reshape(x.shape).astype(x.dtype)
+    if need_eps:
+        ge = _position_derivative(_flat(x), _flat(grad_y), eps, spatial, kernel, padding)
+        grad_eps = ge.reshape(eps.shape).astype(eps.dtype)
+    return grad_x, grad_eps
+
+
+def unwarp(x, eps, kernel, padding):
+    """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (scatter from u)."""
+    spatial = x.shape[2:]
+    y = _scatter_apply(_flat(x), eps, spatial, kernel, padding)
+    return y.reshape(x.shape).astype(x.dtype)
+
+
+def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
+    """Eqs 50–51: gradients of a loss through :func:`unwarp`.
+
+    ``grad_x[b,n,w] = Σ_v grad_y[b,n,v] Π_k φ(w_k − v_k + eps[b,k,w])`` (eq 50, with the
+    index typo of the paper's last line corrected: the product runs over ``w``, not ``u``)
+    and ``grad_eps[b,i,w] = Σ_n x[b,n,w] Σ_v grad_y[b,n,v] φ'(w_i − v_i + eps[b,i,w])
+    Π_{k≠i} φ(w_k − v_k + eps[b,k,w])`` (eq 51).
+    """
+    spatial = x.shape[2:]
+    grad_x = grad_eps = None
+    if need_x:
+        gx = _gather_apply(_flat(grad_y), eps, spatial, kernel, padding)
+        grad_x = gx.reshape(x.shape).astype(x.dtype)
+    if need_eps:
+        # eq 51: the roles are x[w] (at the differentiated position) and grad_y[v] (gathered).
+        ge = _position_derivative(_flat(grad_y), _flat(x), eps, spatial, kernel, padding)
+        grad_eps = ge.reshape(eps.shape).astype(eps.dtype)
+    return grad_x, grad_eps

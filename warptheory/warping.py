@@ -1,0 +1,442 @@
+r"""Warping and unwarping of sampled signals (paper §2 eqs 1–4, supplementary §7 eqs 16–18, §12 eqs 49–51).
+
+The continuous warp :math:`y(t) = x(t + \varepsilon(t))` (eq 1), discretised with an
+interpolation kernel :math:`\varphi` (eq 2),
+
+.. math::
+
+    y_{n\mathbf v} = \sum_{\mathbf u} x_{n\mathbf u} \prod_k \varphi(v_k - u_k + \varepsilon_{k\mathbf v}),
+
+its gradients (eqs 3–4 = 17–18), its transpose *unwarp* (eq 49) and the gradients of
+that (eqs 50–51).  Conventions, padding, the kink convention and the NaN policy are
+written out in ``paper_notes/s02_warping.md`` and ``paper_notes/s12_unwarping.md``.
+
+One public function per operation; the backend is chosen in one place
+(:func:`_engine`): Numba on the CPU for numpy arrays, CuPy on the GPU for CuPy arrays,
+and the slow numpy reference on request.
+
+Examples
+--------
+Zero offsets give the identity and integer offsets an exact shift (periodic padding
+turns it into :func:`numpy.roll`):
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> x = rng.normal(size=(1, 2, 5, 7))
+>>> eps = np.zeros((1, 2, 5, 7))
+>>> bool(np.array_equal(warp(x, eps), x))
+True
+>>> eps[:, 0], eps[:, 1] = 2.0, -1.0
+>>> bool(np.array_equal(warp(x, eps, padding="periodic"), np.roll(x, (-2, 1), axis=(2, 3))))
+True
+
+Unwarp is the transpose of warp, :math:`\langle \mathrm{unwarp}(x), g\rangle = \langle x, \mathrm{warp}(g)\rangle`:
+
+>>> eps = rng.normal(size=(1, 2, 5, 7))
+>>> g = rng.normal(size=x.shape)
+>>> bool(np.isclose(np.vdot(unwarp(x, eps), g), np.vdot(x, warp(g, eps)), rtol=1e-12))
+True
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import numpy as np
+
+from .kernels import get_kernel
+
+__all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward", "warp_matrix", "PADDINGS", "BACKENDS"]
+
+#: Valid ``padding`` values.
+PADDINGS = ("zeros", "periodic", "border")
+#: Valid ``backend`` values (``None`` picks from the array type).
+BACKENDS = ("numba", "numpy", "cupy")
+
+_SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Shared parameter descriptions, written once and filled into every docstring
+# (the pattern of scipy.ndimage._ni_docstrings).
+_DOCS = {
+    "x": """x : ndarray, shape (B, N, *S)
+        Signal: batch ``B``, channels ``N``, ``d = len(S)`` spatial axes (1 to 3).
+        float32 or float64; a numpy array (Numba/numpy backends) or a CuPy array
+        (CuPy backend).""",
+    "eps": """eps : ndarray, shape (B, d, *S)
+        Offsets in pixel units, same dtype and array type as ``x``; ``eps[:, k]`` moves
+        along spatial axis ``k`` (axis ``k + 2`` of ``x``).  A NaN or ±inf offset makes
+        that position undefined (see Notes).""",
+    "grad_y": """grad_y : ndarray, shape (B, N, *S)
+        Gradient of the loss with respect to the output, same dtype as ``x``.""",
+    "kernel": """kernel : str or Kernel, optional
+        Interpolation kernel φ: a built-in name (``"tri"``, ``"cos"``, ``"rect"``,
+        ``"hann"``, ``"sqrt_tri"``) or a :class:`~warptheory.kernels.Kernel` from
+        :func:`~warptheory.kernels.kernel_from_sympy`.  Default ``"tri"`` (bilinear).""",
+    "padding": """padding : {"zeros", "periodic", "border"}, optional
+        Value of the signal off the lattice: ``"zeros"`` (x = 0 outside, the paper's
+        choice, §2.1), ``"periodic"`` (indices modulo the size; the torus of the
+        theory), ``"border"`` (index clamped to the nearest edge).  Default ``"zeros"``.""",
+    "backend": """backend : {None, "numba", "numpy", "cupy"}, optional
+        ``None`` (default) uses CuPy for CuPy arrays and Numba otherwise;
+        ``"numpy"`` is the slow float64 reference.""",
+    "need": """need_x, need_eps : bool, optional
+        Which gradients to compute; the one not asked for is returned as ``None`` and
+        costs nothing.""",
+    "notes": """Notes
+    -----
+    Sample positions are ``v + eps[b, :, v]``; φ has support [-1, 1], so each output
+    touches the ``2**d`` lattice neighbours of its position.  φ' is the *right*
+    derivative at kinks (``warptheory.kernels``), as in a floor-based engine.
+
+    NaN policy: a position whose offset is NaN or ±inf has no sample point.  Quantities
+    *gathered at* such a position are NaN (warp output, both ``grad_eps``, unwarp's
+    ``grad_x``); quantities *scattered from* it receive nothing (warp's ``grad_x``,
+    unwarp's output), so one bad offset cannot spread.  Finite offsets of any size
+    are exact: ``periodic`` reduces them with ``fmod``, ``zeros``/``border`` clip them
+    without changing which taps are in or out.""",
+}
+
+
+def _fill_doc(func):
+    # Plain replacement rather than str.format: the docstrings hold LaTeX braces.
+    doc = func.__doc__
+    for key, text in _DOCS.items():
+        doc = doc.replace("{" + key + "}", text)
+    func.__doc__ = doc
+    return func
+
+
+# ----- validation -------------------------------------------------------------------
+def _array_kind(name, a):
+    """'numpy' or 'cupy' for an array argument; TypeError for anything else."""
+    if isinstance(a, np.ndarray):
+        return "numpy"
+    if type(a).__module__.split(".")[0] == "cupy":
+        return "cupy"
+    raise TypeError(f"{name}: expected a numpy or CuPy array, got {type(a).__name__}")
+
+
+def _check_dtype(name, a):
+    if np.dtype(a.dtype) not in _SUPPORTED_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+
+
+def _validate(x, eps, grad_y, kernel, padding, backend):
+    """Check every argument; return (engine module, Kernel)."""
+    kinds = {"x": _array_kind("x", x), "eps": _array_kind("eps", eps)}
+    if grad_y is not None:
+        kinds["grad_y"] = _array_kind("grad_y", grad_y)
+    if len(set(kinds.values())) > 1:
+        raise TypeError(
+            "x, eps" + (", grad_y" if grad_y is not None else "")
+            + f": arrays must all be numpy or all CuPy, got {kinds}"
+        )
+    for name, a in (("x", x), ("eps", eps), ("grad_y", grad_y)):
+        if a is not None:
+            _check_dtype(name, a)
+    if eps.dtype != x.dtype:
+        raise TypeError(f"eps: dtype {eps.dtype} does not match x's dtype {x.dtype}")
+    if grad_y is not None and grad_y.dtype != x.dtype:
+        raise TypeError(f"grad_y: dtype {grad_y.dtype} does not match x's dtype {x.dtype}")
+    if not 3 <= x.ndim <= 5:
+        raise ValueError(
+            f"x: expected shape (B, N, *S) with 1 to 3 spatial axes, got {x.ndim}-dimensional shape {x.shape}"
+        )
+    batch, spatial = x.shape[0], tuple(x.shape[2:])
+    if min(spatial) < 1:
+        raise ValueError(f"x: every spatial size must be at least 1, got shape {x.shape}")
+    expected_eps = (batch, len(spatial), *spatial)
+    if tuple(eps.shape) != expected_eps:
+        raise ValueError(
+            f"eps: expected shape (B, d, *S) = {expected_eps} for x of shape {tuple(x.shape)} "
+            f"(d = {len(spatial)} spatial axes), got {tuple(eps.shape)}"
+        )
+    if grad_y is not None and tuple(grad_y.shape) != tuple(x.shape):
+        raise ValueError(f"grad_y: expected the shape of x {tuple(x.shape)}, got {tuple(grad_y.shape)}")
+    _check_padding(padding)
+    return _engine(backend, kinds["x"]), get_kernel(kernel)
+
+
+def _check_padding(padding):
+    if not isinstance(padding, str) or padding not in PADDINGS:
+        raise ValueError(f"padding: expected one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
+
+
+def _engine(backend, array_kind):
+    """The single dispatch point: the engine module for ``backend`` and the arrays' type."""
+    if backend is None:
+        backend = "cupy" if array_kind == "cupy" else "numba"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected None or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if (backend == "cupy") != (array_kind == "cupy"):
+        raise TypeError(
+            f"backend: {backend!r} cannot take {array_kind} arrays; "
+            + ("move them with cupy.asarray" if backend == "cupy" else "use backend='cupy' (or None) for CuPy arrays")
+        )
+    if backend == "cupy" and importlib.util.find_spec("cupy") is None:
+        raise ModuleNotFoundError("backend: 'cupy' needs CuPy; install it with `pip install cupy-cuda12x`")
+    return importlib.import_module(f"warptheory._engine_{backend}")
+
+
+def _check_need(need_x, need_eps):
+    for name, value in (("need_x", need_x), ("need_eps", need_eps)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
+
+
+# ----- public operations ------------------------------------------------------------
+@_fill_doc
+def warp(x, eps, kernel="tri", padding="zeros", backend=None):
+    r"""Warp ``x`` by ``eps`` (eq 2): :math:`y_{n\mathbf v} = \sum_{\mathbf u} x_{n\mathbf u} \prod_k \varphi(v_k - u_k + \varepsilon_{k\mathbf v})`.
+
+    Parameters
+    ----------
+    {x}
+    {eps}
+    {kernel}
+    {padding}
+    {backend}
+
+    Returns
+    -------
+    y : ndarray, shape (B, N, *S), dtype of ``x``
+
+    {notes}
+
+    See ``paper_notes/s02_warping.md``.
+
+    Examples
+    --------
+    A 1-D signal sampled half-way between lattice points is the mean of its neighbours
+    under the bilinear kernel:
+
+    >>> import numpy as np
+    >>> x = np.array([[[0.0, 2.0, 4.0]]])
+    >>> warp(x, np.full((1, 1, 3), 0.5)).tolist()
+    [[[1.0, 3.0, 2.0]]]
+    """
+    engine, k = _validate(x, eps, None, kernel, padding, backend)
+    return engine.warp(x, eps, k, padding)
+
+
+@_fill_doc
+def warp_backward(x, eps, grad_y, kernel="tri", padding="zeros", need_x=True, need_eps=True, backend=None):
+    r"""Gradients through :func:`warp` (eqs 3–4, derived in eqs 17–18).
+
+    .. math::
+
+        \nabla_x \mathcal L_{n\mathbf w} = \sum_{\mathbf v} \nabla_y \mathcal L_{n\mathbf v}
+            \prod_k \varphi(v_k - w_k + \varepsilon_{k\mathbf v}),\qquad
+        \nabla_\varepsilon \mathcal L_{i\mathbf w} = \sum_n \nabla_y \mathcal L_{n\mathbf w}
+            \sum_{\mathbf u} x_{n\mathbf u}\, \varphi'(w_i - u_i + \varepsilon_{i\mathbf w})
+            \prod_{k\ne i} \varphi(w_k - u_k + \varepsilon_{k\mathbf w}).
+
+    Parameters
+    ----------
+    {x}
+    {eps}
+    {grad_y}
+    {kernel}
+    {padding}
+    {need}
+    {backend}
+
+    Returns
+    -------
+    grad_x : ndarray, shape (B, N, *S), or None
+        Bitwise reproducible on the Numba backend (no racy scatter).
+    grad_eps : ndarray, shape (B, d, *S), or None
+
+    {notes}
+
+    Examples
+    --------
+    ``grad_x`` is the adjoint of the warp, :math:`\langle \mathrm{warp}(x), g\rangle = \langle x, \nabla_x\rangle`:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> x, g = rng.normal(size=(2, 1, 3, 4, 5))
+    >>> eps = 2 * rng.normal(size=(1, 2, 4, 5))
+    >>> grad_x, _ = warp_backward(x, eps, g, need_eps=False)
+    >>> bool(np.isclose(np.vdot(warp(x, eps), g), np.vdot(x, grad_x), rtol=1e-12))
+    True
+    """
+    engine, k = _validate(x, eps, grad_y, kernel, padding, backend)
+    _check_need(need_x, need_eps)
+    grad_x, grad_eps = engine.warp_backward(x, eps, grad_y, k, padding, need_x=bool(need_x), need_eps=bool(need_eps))
+    return grad_x, _exact_infinite_slopes(grad_eps, "warp_backward", x, eps, grad_y, k, padding)
+
+
+@_fill_doc
+def unwarp(x, eps, kernel="tri", padding="zeros", backend=None):
+    r"""Unwarp ``x`` by ``eps`` (eq 49): :math:`y_{n\mathbf v} = \sum_{\mathbf u} x_{n\mathbf u} \prod_k \varphi(u_k - v_k + \varepsilon_{k\mathbf u})`.
+
+    Each input ``u`` is spread over the lattice neighbours of its position
+    ``u + eps[:, u]``: the transpose of :func:`warp` with the same ``eps``, and the same
+    operation as its ``grad_x``.
+
+    Parameters
+    ----------
+    {x}
+    {eps}
+    {kernel}
+    {padding}
+    {backend}
+
+    Returns
+    -------
+    y : ndarray, shape (B, N, *S), dtype of ``x``
+
+    {notes}
+
+    See ``paper_notes/s12_unwarping.md``.
+
+    Examples
+    --------
+    With a mean-preserving kernel and periodic padding nothing is lost, so the total
+    is kept:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(2)
+    >>> x = rng.normal(size=(1, 1, 6, 6))
+    >>> eps = 3 * rng.normal(size=(1, 2, 6, 6))
+    >>> bool(np.isclose(unwarp(x, eps, padding="periodic").sum(), x.sum(), rtol=1e-12))
+    True
+    """
+    engine, k = _validate(x, eps, None, kernel, padding, backend)
+    return engine.unwarp(x, eps, k, padding)
+
+
+@_fill_doc
+def unwarp_backward(x, eps, grad_y, kernel="tri", padding="zeros", need_x=True, need_eps=True, backend=None):
+    r"""Gradients through :func:`unwarp` (eqs 50–51).
+
+    .. math::
+
+        \nabla_x \mathcal L_{n\mathbf w} = \sum_{\mathbf v} \nabla_y \mathcal L_{n\mathbf v}
+            \prod_k \varphi(w_k - v_k + \varepsilon_{k\mathbf w}),\qquad
+        \nabla_\varepsilon \mathcal L_{i\mathbf w} = \sum_n x_{n\mathbf w}
+            \sum_{\mathbf v} \nabla_y \mathcal L_{n\mathbf v}\, \varphi'(w_i - v_i + \varepsilon_{i\mathbf w})
+            \prod_{k\ne i} \varphi(w_k - v_k + \varepsilon_{k\mathbf w}).
+
+    (The last line of the paper's eq 50 writes :math:`u` for :math:`w`; see the note.)
+    ``grad_x`` is therefore :func:`warp` of ``grad_y``.
+
+    Parameters
+    ----------
+    {x}
+    {eps}
+    {grad_y}
+    {kernel}
+    {padding}
+    {need}
+    {backend}
+
+    Returns
+    -------
+    grad_x : ndarray, shape (B, N, *S), or None
+    grad_eps : ndarray, shape (B, d, *S), or None
+
+    {notes}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(3)
+    >>> x, g = rng.normal(size=(2, 1, 2, 8))
+    >>> eps = rng.normal(size=(1, 1, 8))
+    >>> grad_x, _ = unwarp_backward(x, eps, g, padding="border", need_eps=False)
+    >>> bool(np.array_equal(grad_x, warp(g, eps, padding="border")))
+    True
+    """
+    engine, k = _validate(x, eps, grad_y, kernel, padding, backend)
+    _check_need(need_x, need_eps)
+    grad_x, grad_eps = engine.unwarp_backward(x, eps, grad_y, k, padding, need_x=bool(need_x), need_eps=bool(need_eps))
+    return grad_x, _exact_infinite_slopes(grad_eps, "unwarp_backward", x, eps, grad_y, k, padding)
+
+
+def _exact_infinite_slopes(grad_eps, operation, x, eps, grad_y, kernel, padding):
+    """Redo, with the factorised reference, grad_eps entries that met an infinite slope.
+
+    A kernel with φ' = ±∞ somewhere (sqrt_tri at t = -1) gives ∞·0 or ∞ - ∞ in the fast
+    engines' per-corner products, i.e. NaN where the exact value is ±∞ or 0.  Such
+    positions have measure zero (a sample coordinate exactly on the lattice), so they are
+    recomputed by the reference, which multiplies each slope by one finite sum.
+    """
+    if grad_eps is None or all(np.isfinite(v) for v in kernel.derivative_right_limits.values()):
+        return grad_eps
+    xp = np if isinstance(grad_eps, np.ndarray) else importlib.import_module("cupy")
+    finite_eps = xp.all(xp.isfinite(eps), axis=1, keepdims=True)
+    suspect = xp.isnan(grad_eps) & finite_eps
+    if not bool(suspect.any()):
+        return grad_eps
+    from . import _engine_numpy
+
+    to_host = (lambda a: a) if xp is np else xp.asnumpy
+    exact = getattr(_engine_numpy, operation)(
+        to_host(x), to_host(eps), to_host(grad_y), kernel, padding, need_x=False, need_eps=True
+    )[1]
+    return xp.where(suspect, xp.asarray(exact), grad_eps)
+
+
+@_fill_doc
+def warp_matrix(eps, kernel="tri", padding="zeros"):
+    r"""The warp of one batch item as a sparse matrix :math:`K`, ``warp(x)[0, n].ravel() == K @ x[0, n].ravel()``.
+
+    :math:`K_{\mathbf v \mathbf u} = \sum_{\mathbf u' \to \mathbf u} \prod_k \varphi(v_k - u'_k + \varepsilon_{k\mathbf v})`,
+    the sum running over the lattice points ``u'`` that the padding maps to ``u``
+    (several for ``periodic`` on small lattices and for ``border``).  Built by the
+    numpy reference; meant for small problems and for checks such as
+    :math:`K^\top` = unwarp.
+
+    Parameters
+    ----------
+    eps : numpy.ndarray, shape (d, *S)
+        Offsets of a single batch item (float32 or float64), finite.
+    {kernel}
+    {padding}
+
+    Returns
+    -------
+    K : scipy.sparse.csr_matrix, shape (prod(S), prod(S)), float64
+
+    Examples
+    --------
+    Each row of a bilinear warp with periodic padding sums to one:
+
+    >>> import numpy as np
+    >>> eps = np.random.default_rng(4).normal(size=(2, 3, 4))
+    >>> K = warp_matrix(eps, padding="periodic")
+    >>> bool(np.allclose(K.sum(axis=1), 1.0, rtol=0, atol=1e-14))
+    True
+    """
+    import scipy.sparse
+
+    from . import _engine_numpy
+
+    if not isinstance(eps, np.ndarray):
+        raise TypeError(f"eps: expected a numpy array, got {type(eps).__name__}")
+    _check_dtype("eps", eps)
+    if not 2 <= eps.ndim <= 4 or eps.shape[0] != eps.ndim - 1:
+        raise ValueError(f"eps: expected shape (d, *S) with d = len(S) in 1..3, got {eps.shape}")
+    if min(eps.shape[1:]) < 1:
+        raise ValueError(f"eps: every spatial size must be at least 1, got shape {eps.shape}")
+    if not np.all(np.isfinite(eps)):
+        raise ValueError("eps: warp_matrix needs finite offsets (an undefined position has no matrix row)")
+    _check_padding(padding)
+    k = get_kernel(kernel)
+    spatial = tuple(eps.shape[1:])
+    size = int(np.prod(spatial))
+    corners, _ = _engine_numpy._corners(eps[None], spatial, padding)
+    rows, cols, vals = [], [], []
+    for flat, inside, ts, _ in corners:
+        w = _engine_numpy._weights(k, ts)[0]
+        keep = inside[0] & (w != 0)
+        rows.append(np.nonzero(keep)[0])
+        cols.append(flat[0][keep])
+        vals.append(w[keep])
+    matrix = scipy.sparse.coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size)
+    )
+    return matrix.tocsr()  # duplicates (taps that the padding folds together) are summed
+
