@@ -82,6 +82,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.section("warptheory validation report")
     terminalreporter.write_line(rep.table())
     terminalreporter.write_line("")
+    terminalreporter.section("by equation", sep="-")
+    terminalreporter.write_line(rep.by_equation())
+    terminalreporter.write_line("")
     terminalreporter.write_line(rep.summary())
     paths = getattr(config, "_warptheory_report_paths", None)
     if paths:

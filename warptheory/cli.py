@@ -92,13 +92,10 @@ def cmd_figures(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    import pytest
+    from .montecarlo import run_validation
 
-    folder = _script(REPO_ROOT / "validation", "validate")
-    argv = [str(folder), "-q", "--report-dir", str(args.report_dir)]
-    if args.thorough:
-        argv.append("--thorough")
-    return int(pytest.main(argv))
+    _script(REPO_ROOT / "validation", "validate")
+    return run_validation(report_dir=str(args.report_dir), thorough=args.thorough, extra_args=("-q",))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -333,6 +333,36 @@ class ValidationReport:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
+    def by_equation(self) -> str:
+        """One row per (equation, form): how many checks agree, the largest |z|, the verdict.
+
+        Power checks (a deliberately perturbed theory, quantity ``...[…·1.01]``) are listed
+        apart: for them "disagrees" is the expected, wanted outcome.
+        """
+        def key(eq):
+            head = eq.split()[0]
+            return (0, int(head), eq) if head.isdigit() else (1, 0, eq)
+
+        groups: dict = {}
+        for c in self.records:
+            kind = "power check" if "·" in c.quantity else c.form
+            groups.setdefault((c.equation, kind), []).append(c)
+        head = ["eq", "form", "checks", "agree", "disagree", "max |z|", "verdict"]
+        rows = [head]
+        for (eq, kind), checks in sorted(groups.items(), key=lambda item: (key(item[0][0]), item[0][1])):
+            n_agree = sum(c.verdict == "agrees" for c in checks)
+            n_dis = len(checks) - n_agree
+            zmax = max(abs(c.z) for c in checks)
+            if kind == "power check":
+                verdict = "rejects the perturbed theory" if n_dis == len(checks) else "LOW POWER"
+            else:
+                verdict = "agrees" if n_dis == 0 else f"disagrees ({n_dis} of {len(checks)})"
+            rows.append([eq, kind, str(len(checks)), str(n_agree), str(n_dis), f"{zmax:.2f}", verdict])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
     def summary(self) -> str:
         n_dis = sum(c.verdict == "disagrees" for c in self.records)
         fams = ", ".join(f"{f}: {self.counts[f]}/{m} checks, α={a:g}, |z|≤{z_threshold(a, m):.2f} (normal)"
@@ -355,7 +385,8 @@ class ValidationReport:
         jpath = out / "report.json"
         jpath.write_text(json.dumps(payload, indent=1, allow_nan=False))
         mpath = out / "report.md"
-        md = ["# Validation report", "", self.summary(), "",
+        md = ["# Validation report", "", self.summary(), "", "## By equation", "", "```", self.by_equation(), "```",
+              "", "## Every check", "",
               "| eq | quantity | form | parameters | theory | estimate ± SE | z | verdict |",
               "|---|---|---|---|---|---|---|---|"]
         for c in self.records:
