@@ -17,8 +17,12 @@ Bins whose theory is below 1e-10 of the spectrum's peak are not recorded: the th
 FFT of the covariance, whose absolute rounding error (~1e-16 of the peak) would dominate there.
 
 Power: with 16384 one-dimensional samples the per-bin relative SE is ≈ 0.8 %; at the threshold
-≈ 5.7 a per-bin relative error of ≈ 6.5 % is detected with 99 % power, and ≈ 1 % for the
-pooled variances (eqs 45, 48).  ``--thorough`` multiplies the samples by 100.
+≈ 5.6 a per-bin relative error of ≈ 6.5 % is detected with 99 % power.  The pooled variance of
+eq 48 (white lattice x) has a relative SE of ≈ 0.1 % (1-D; 0.23 % in 2-D), so 1 % (2 %) is
+detected; that of eq 45 (one smooth field, ℓ_x = 6 px, per sample) ≈ 0.3 % (1-D) and 1.7 %
+(2-D), so only ≈ 3 % and 15 % are.  ``validation/test_power_fields.py`` records these perturbed
+theories, and eq 13 with σ_ε·1.03–1.10, and asserts they disagree.  ``--thorough`` multiplies
+the samples by 100.
 """
 from __future__ import annotations
 

@@ -14,6 +14,11 @@ prediction| (theory 0); ``local`` — mean over rows of |window average (√n pi
 sums − window average of the prediction| (theory 0); ``weak`` — ⟨h, P g⟩/n^d against
 ∫ h g · prediction.  Forms: ``paper`` = the continuum 1/|J| (eq 14), ``exact`` =
 :func:`~warptheory.orthogonality.gram_limit`.
+
+Power (``validation/test_power_fields.py``): the same weak-form records reject their limit·1.01
+(tri KKᵀ 1-D z ≈ −50, 2-D ≈ −75; tri KᵀK and eq 49 ≈ −1.2e4).  For cos and sqrt_tri the spread
+at n ≤ 16384 is ≈ 1.1–1.5 % of the value, so they resolve only a ≈ 5–7 % error (cos KᵀK:
+gram_limit·1.08 rejected, z ≈ −5.5; ·1.01 would give z ≈ −0.6).
 """
 from __future__ import annotations
 
