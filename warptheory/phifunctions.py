@@ -47,6 +47,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._docs import docfiller
 from ._quartic_rule import quartic_gauss_rule
 from .kernels import Kernel, get_kernel
 
@@ -69,12 +70,7 @@ _SHARED_DOC = {
 }
 
 
-def _fill_doc(func):
-    doc = func.__doc__
-    for key, text in _SHARED_DOC.items():
-        doc = doc.replace("{" + key + "}", text)
-    func.__doc__ = doc
-    return func
+_fill_doc = docfiller(_SHARED_DOC)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -44,6 +44,7 @@ import importlib.util
 
 import numpy as np
 
+from ._docs import docfiller
 from .kernels import get_kernel
 
 __all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward", "warp_matrix", "PADDINGS", "BACKENDS"]
@@ -97,13 +98,7 @@ _DOCS = {
 }
 
 
-def _fill_doc(func):
-    # Plain replacement rather than str.format: the docstrings hold LaTeX braces.
-    doc = func.__doc__
-    for key, text in _DOCS.items():
-        doc = doc.replace("{" + key + "}", text)
-    func.__doc__ = doc
-    return func
+_fill_doc = docfiller(_DOCS)
 
 
 # ----- validation -------------------------------------------------------------------
