@@ -3,26 +3,30 @@ r"""Numba CPU warp engine (paper eqs 2–4, 16–18, 49–51).
 Same interface and conventions as the reference :mod:`warptheory._engine_numpy`
 (see ``paper_notes/s02_warping.md``).  Two stages:
 
-1. **Corner table** (the only kernel-dependent code, one small jitted function that
-   is compiled once per kernel): for every batch item ``b`` and output position ``v``
-   the sample position ``p = v + eps[b,:,v]`` has ``C = 2**d`` lattice neighbours
-   (φ has support [-1, 1]).  For each we store the flat input index, the weight
-   ``Π_k φ(t_k)`` and, when asked, the derivative weights ``φ'(t_i) Π_{k≠i} φ(t_k)``.
-   A neighbour that the zeros padding puts outside points at a *zero slot* appended
-   to x, so the inner loops have no branches; an undefined position (NaN/±inf offset)
-   gets NaN weights, so every gather at it is NaN and the transpose skips it.
-2. **Kernel-independent loops**, compiled once per dtype and cached on disk:
+1. **Axis taps** (the only kernel-dependent code, one small jitted function compiled
+   once per kernel): φ has support [-1, 1], so along axis ``k`` the sample position
+   ``p = v_k + eps[b,k,v]`` touches the two lattice points ``floor(p)`` and
+   ``floor(p) + 1``.  For each we store the (padding-reduced) floor as int32 and the
+   weights ``φ(t)``, ``φ(t - 1)`` (and, when asked, ``φ'``) — ``d`` entries per
+   position instead of the ``2**d`` corners.  An undefined position (NaN/±inf offset)
+   is marked with :data:`_UNDEFINED` and gets NaN weights, so every gather at it is NaN
+   and every scatter skips it.
+2. **Kernel-independent loops**, compiled once per dtype and cached on disk.  Each
+   parallel task takes a block of positions, expands the axis taps into the block's
+   ``2**d`` corner indices and products ``Π_k φ(t_k)`` (and ``φ'(t_i) Π_{k≠i} φ(t_k)``)
+   in a small scratch that stays in L1, then loops over the channels:
    the gather of eq 2 (also unwarp's grad_x, eq 50), the position derivative of eq 4
-   (also unwarp's grad_eps, eq 51), and the transpose of eq 3 (also unwarp, eq 49).
+   (also unwarp's grad_eps, eq 51) and the scatter of eq 3 (also unwarp, eq 49).  In 2-D
+   a position whose four corners are inside the lattice and adjacent (the common case)
+   is read through one base index; the others read each corner, an outside corner as 0
+   (a select on the loaded value, so x itself is never copied or padded).
 
-Every loop runs ``prange`` over batch × blocks of positions, so a single image with
-many pixels uses every thread.
-
-The transpose (eq 3, a scatter) is made deterministic — bitwise identical across runs
-and thread counts — by building its sparse structure with a stable counting sort
-(entries bucketed by target input index, in increasing source order) and then
-*gathering* into each input; no two threads ever write the same element.  The sort
-itself runs in parallel over batch items only (it is ~10% of a backward pass).
+The transpose (eq 3, a scatter) is deterministic — bitwise identical across runs and
+thread counts — because each parallel task owns whole output planes ``(b, channels)``:
+it adds the contributions to every input in increasing source position and corner
+order, into a private float64 plane, and no two threads ever write the same element.
+The summation order of each element is thus fixed by the data alone.  (A single plane
+is one task, so a lone image with one channel runs on one thread.)
 
 Precision: weights are float64; sums are accumulated in float64 and rounded once to
 the input dtype, so float32 results differ from the float64 reference only by that
@@ -38,29 +42,32 @@ __all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward"]
 
 PADDING_CODES = {"zeros": 0, "periodic": 1, "border": 2}
 
-# Positions per parallel task: large enough that per-task overhead and the per-block
-# scratch are negligible, small enough to balance a single large image over threads.
+# Positions per parallel task: large enough that per-task overhead and the block's
+# corner expansion are negligible next to the channel loop, small enough that the
+# block's scratch (C corners × (index + weights)) stays in L1 and a single large image
+# balances over threads.
 _BLOCK = 256
+
+# Axis-tap marker of a position whose offset is NaN or ±inf (axis 0 only).
+_UNDEFINED = np.int32(-(2**31))
+# Block base index of a position that does not take the 2-D fast path.
+_SLOW = np.uint32(0xFFFFFFFF)
 
 _JIT = dict(nogil=True, error_model="numpy")
 
 
-def _corner_table_py(phi, dphi, eps, spatial, padding, need_w, need_dw):
-    """Flat input index and weights of the 2**d lattice neighbours of every sample position.
+def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw):
+    """Padding-reduced floor and the two tap weights of every position along every axis.
 
-    A neighbour outside the lattice under zeros padding gets index ``npos`` (the zero
-    slot appended to x by :func:`_with_zero_slot`); an undefined position (NaN/inf
-    offset) gets index 0 and NaN weights, so gathers give NaN and the transpose skips it.
+    ``base[b,k,v]`` is ``floor(v_k + eps[b,k,v])`` clipped (zeros: to [-2, size];
+    border: to [-1, size - 1]) or reduced modulo the size (periodic), so the taps'
+    in/out class and clamped index are those of the exact position; ``w[b,k,j,v]`` is
+    ``φ(frac - j)``, ``dw`` likewise with φ'.
     """
     batch, d, npos = eps.shape
-    ncorner = 1 << d
-    # unsigned: numba then skips the negative-index wraparound in the gathers (~25% faster)
-    index = np.empty((batch, npos, ncorner), dtype=np.uint32)
-    weight = np.empty((batch, npos, ncorner) if need_w else (0, 0, 0), dtype=np.float64)
-    dweight = np.empty((batch, npos, ncorner, d) if need_dw else (0, 0, 0, 0), dtype=np.float64)
-    strides = np.ones(d, dtype=np.int64)
-    for k in range(d - 2, -1, -1):
-        strides[k] = strides[k + 1] * spatial[k + 1]
+    base = np.empty((batch, d, npos), dtype=np.int32)
+    w = np.empty((batch, d, 2, npos) if need_w else (0, 0, 0, 0), dtype=np.float64)
+    dw = np.empty((batch, d, 2, npos) if need_dw else (0, 0, 0, 0), dtype=np.float64)
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     for task in prange(batch * nblocks):
         b = task // nblocks
@@ -71,84 +78,41 @@ def _corner_table_py(phi, dphi, eps, spatial, padding, need_w, need_dw):
         for k in range(d - 1, -1, -1):
             coord[k] = rest % spatial[k]
             rest //= spatial[k]
-        tap_index = np.empty((d, 2), dtype=np.int64)
-        tap_w = np.empty((d, 2), dtype=np.float64)
-        tap_dw = np.empty((d, 2), dtype=np.float64)
         for pos in range(start, stop):
             undefined = False
             for k in range(d):
+                if not np.isfinite(eps[b, k, pos]):
+                    undefined = True
+            for k in range(d):
+                if undefined:
+                    base[b, k, pos] = _UNDEFINED if k == 0 else 0
+                    if need_w:
+                        w[b, k, 0, pos] = np.nan
+                        w[b, k, 1, pos] = np.nan
+                    if need_dw:
+                        dw[b, k, 0, pos] = np.nan
+                        dw[b, k, 1, pos] = np.nan
+                    continue
                 size = spatial[k]
                 p = coord[k] + np.float64(eps[b, k, pos])
-                if not np.isfinite(p):
-                    undefined = True
-                    p = 0.0
-                base = np.floor(p)
-                frac = p - base  # exact; stays exact for |p| >= 2**53, where frac = 0
+                floor = np.floor(p)
+                frac = p - floor  # exact; stays exact for |p| >= 2**53, where frac = 0
                 if padding == 1:  # periodic: fmod is exact for every float (and slow: skip it inside)
-                    if not (0.0 <= base < size):
-                        base = np.fmod(base, size)
-                        if base < 0:
-                            base += size
-                    i0 = np.int64(base)
-                    i1 = i0 + 1
-                    if i1 == size:
-                        i1 = 0
+                    if not (0.0 <= floor < size):
+                        floor = np.fmod(floor, size)
+                        if floor < 0:
+                            floor += size
                 elif padding == 0:  # zeros: the clip keeps both taps' in/out class
-                    i0 = np.int64(min(max(base, -2.0), np.float64(size)))
-                    i1 = i0 + 1
-                    if i0 < 0 or i0 >= size:
-                        i0 = -1
-                    if i1 < 0 or i1 >= size:
-                        i1 = -1
+                    floor = min(max(floor, -2.0), np.float64(size))
                 else:  # border: the clip keeps both taps' clamped index
-                    i0 = np.int64(min(max(base, -1.0), np.float64(size - 1)))
-                    i1 = min(i0 + 1, size - 1)
-                    i0 = max(i0, 0)
-                tap_index[k, 0] = i0
-                tap_index[k, 1] = i1
-                tap_w[k, 0] = phi(frac)
-                tap_w[k, 1] = phi(frac - 1.0)
+                    floor = min(max(floor, -1.0), np.float64(size - 1))
+                base[b, k, pos] = np.int32(floor)
+                if need_w:
+                    w[b, k, 0, pos] = phi(frac)
+                    w[b, k, 1, pos] = phi(frac - 1.0)
                 if need_dw:
-                    tap_dw[k, 0] = dphi(frac)
-                    tap_dw[k, 1] = dphi(frac - 1.0)
-            if d == 2 and not undefined:
-                # the hot case, written out: the generic corner loop below costs more than φ
-                for c in range(4):
-                    a = c >> 1
-                    e = c & 1
-                    ia = tap_index[0, a]
-                    ie = tap_index[1, e]
-                    index[b, pos, c] = npos if (ia < 0 or ie < 0) else ia * strides[0] + ie
-                    if need_w:
-                        weight[b, pos, c] = tap_w[0, a] * tap_w[1, e]
-                    if need_dw:
-                        dweight[b, pos, c, 0] = tap_dw[0, a] * tap_w[1, e]
-                        dweight[b, pos, c, 1] = tap_w[0, a] * tap_dw[1, e]
-            else:
-                for c in range(ncorner):
-                    flat = np.int64(0)
-                    w = 1.0
-                    for k in range(d):
-                        bit = (c >> (d - 1 - k)) & 1
-                        tap = tap_index[k, bit]
-                        if tap < 0 or flat == npos:
-                            flat = npos
-                        else:
-                            flat += tap * strides[k]
-                        w *= tap_w[k, bit]
-                    if undefined:
-                        flat = 0
-                        w = np.nan
-                    index[b, pos, c] = flat
-                    if need_w:
-                        weight[b, pos, c] = w
-                    if need_dw:
-                        for i in range(d):
-                            dw = 1.0
-                            for k in range(d):
-                                bit = (c >> (d - 1 - k)) & 1
-                                dw *= tap_dw[k, bit] if k == i else tap_w[k, bit]
-                            dweight[b, pos, c, i] = np.nan if undefined else dw
+                    dw[b, k, 0, pos] = dphi(frac)
+                    dw[b, k, 1, pos] = dphi(frac - 1.0)
             # next lattice point in C order
             k = d - 1
             coord[k] += 1
@@ -156,224 +120,375 @@ def _corner_table_py(phi, dphi, eps, spatial, padding, need_w, need_dw):
                 coord[k] = 0
                 k -= 1
                 coord[k] += 1
-    return index, weight, dweight
+    return base, w, dw
 
 
 # Compiled once per kernel (the kernel's jitted scalars are first-class arguments, which
 # numba cannot cache on disk); everything heavier below is kernel-independent and cached.
-_corner_table = numba.njit(parallel=True, **_JIT)(_corner_table_py)
+_axis_taps = numba.njit(parallel=True, **_JIT)(_axis_taps_py)
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
-def _copy_with_zero_slot(x, out):
-    """out[b, n, :npos] = x[b, n]; out[b, n, npos] = 0 (the value of every outside tap)."""
-    batch, channels, npos = x.shape
-    for row in prange(batch * channels):
-        b = row // channels
-        n = row % channels
-        for pos in range(npos):
-            out[b, n, pos] = x[b, n, pos]
-        out[b, n, npos] = 0
+@numba.njit(cache=True, inline="always", **_JIT)
+def _tap_pair(floor, size, padding):
+    """Lattice indices of the two taps of one axis from the stored floor; -1 = outside."""
+    if padding == 0:
+        i0 = floor if 0 <= floor < size else -1
+        i1 = floor + 1 if 0 <= floor + 1 < size else -1
+    elif padding == 1:
+        i0 = floor
+        i1 = floor + 1
+        if i1 == size:
+            i1 = 0
+    else:
+        i0 = max(floor, 0)
+        i1 = min(floor + 1, size - 1)
+    return i0, i1
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
-def _gather(x, index, weight, out):
-    """out[b,n,v] = Σ_c weight[b,v,c] x[b,n,index[b,v,c]]  (eq 2; eq 50 for unwarp)."""
-    batch, channels, npos = out.shape
-    ncorner = index.shape[2]
-    nblocks = (npos + _BLOCK - 1) // _BLOCK
-    for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
-        idx = index[b]
-        w = weight[b]
-        for n in range(channels):
-            xr = x[b, n]
-            yr = out[b, n]
-            # explicit 2-D and 1-D bodies: the corner loop of the generic body does not unroll
-            if ncorner == 4:
-                for pos in range(start, stop):
-                    yr[pos] = (
-                        w[pos, 0] * xr[idx[pos, 0]]
-                        + w[pos, 1] * xr[idx[pos, 1]]
-                        + w[pos, 2] * xr[idx[pos, 2]]
-                        + w[pos, 3] * xr[idx[pos, 3]]
-                    )
-            elif ncorner == 2:
-                for pos in range(start, stop):
-                    yr[pos] = w[pos, 0] * xr[idx[pos, 0]] + w[pos, 1] * xr[idx[pos, 1]]
+@numba.njit(cache=True, inline="always", **_JIT)
+def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
+    """The block's corners from the axis taps, into the task's scratch.
+
+    ``fast[j]``: in 2-D, the flat index of corner (0, 0) when the four corners are
+    inside and adjacent, else :data:`_SLOW`.  ``cidx[j, c]``: flat index of corner c,
+    -1 outside (filled for slow positions only in 2-D, always otherwise).  ``cw[j, c]``
+    = Π_k φ, ``cdw[j, c, i]`` = φ'(t_i) Π_{k≠i} φ(t_k), multiplied in axis order.
+    """
+    d = base.shape[1]
+    ncorner = 1 << d
+    npos = base.shape[2]
+    for j in range(stop - start):
+        pos = start + j
+        undefined = base[b, 0, pos] == _UNDEFINED
+        if d == 2:
+            height = spatial[0]
+            width = spatial[1]
+            a0, a1 = _tap_pair(0 if undefined else np.int64(base[b, 0, pos]), height, padding)
+            e0, e1 = _tap_pair(np.int64(base[b, 1, pos]), width, padding)
+            if need_w:
+                wa0 = w[b, 0, 0, pos]
+                wa1 = w[b, 0, 1, pos]
+                we0 = w[b, 1, 0, pos]
+                we1 = w[b, 1, 1, pos]
+                cw[j, 0] = wa0 * we0
+                cw[j, 1] = wa0 * we1
+                cw[j, 2] = wa1 * we0
+                cw[j, 3] = wa1 * we1
+            if need_dw:
+                va0 = dw[b, 0, 0, pos]
+                va1 = dw[b, 0, 1, pos]
+                ve0 = dw[b, 1, 0, pos]
+                ve1 = dw[b, 1, 1, pos]
+                # the callers always build the φ taps along with the φ' taps
+                wa0 = w[b, 0, 0, pos]
+                wa1 = w[b, 0, 1, pos]
+                we0 = w[b, 1, 0, pos]
+                we1 = w[b, 1, 1, pos]
+                cdw[j, 0, 0] = va0 * we0
+                cdw[j, 0, 1] = wa0 * ve0
+                cdw[j, 1, 0] = va0 * we1
+                cdw[j, 1, 1] = wa0 * ve1
+                cdw[j, 2, 0] = va1 * we0
+                cdw[j, 2, 1] = wa1 * ve0
+                cdw[j, 3, 0] = va1 * we1
+                cdw[j, 3, 1] = wa1 * ve1
+            if (not undefined) and a0 >= 0 and a1 == a0 + 1 and e0 >= 0 and e1 == e0 + 1:
+                fast[j] = np.uint32(a0 * width + e0)
             else:
-                for pos in range(start, stop):
+                fast[j] = _SLOW
+                cidx[j, 0] = -1 if (a0 < 0 or e0 < 0) else a0 * width + e0
+                cidx[j, 1] = -1 if (a0 < 0 or e1 < 0) else a0 * width + e1
+                cidx[j, 2] = -1 if (a1 < 0 or e0 < 0) else a1 * width + e0
+                cidx[j, 3] = -1 if (a1 < 0 or e1 < 0) else a1 * width + e1
+                if undefined:
+                    for c in range(4):
+                        cidx[j, c] = 0
+        else:
+            fast[j] = _SLOW
+            for c in range(ncorner):
+                flat = np.int64(0)
+                wc = 1.0
+                for k in range(d):
+                    bit = (c >> (d - 1 - k)) & 1
+                    floor = np.int64(0) if (undefined and k == 0) else np.int64(base[b, k, pos])
+                    i0, i1 = _tap_pair(floor, spatial[k], padding)
+                    tap = i1 if bit else i0
+                    if tap < 0 or flat < 0:
+                        flat = -1
+                    else:
+                        flat = flat * spatial[k] + tap
+                    if need_w:
+                        wc *= w[b, k, bit, pos]
+                cidx[j, c] = 0 if undefined else flat
+                if need_w:
+                    cw[j, c] = wc
+                if need_dw:
+                    for i in range(d):
+                        dwc = 1.0
+                        for k in range(d):
+                            bit = (c >> (d - 1 - k)) & 1
+                            dwc *= dw[b, k, bit, pos] if k == i else w[b, k, bit, pos]
+                        cdw[j, c, i] = dwc
+    return npos
+
+
+@numba.njit(cache=True, **_JIT)
+def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
+    """Channels ``first .. first + count - 1`` (count 1 or 4) of one block of the gather.
+
+    A separate small function so that LLVM keeps the loop's values in registers."""
+    ncorner = cw.shape[1]
+    right = np.uint32(1)
+    down = np.uint32(width)
+    diag = np.uint32(width + 1)
+    if count == 4:
+        x0 = xb[first]
+        x1 = xb[first + 1]
+        x2 = xb[first + 2]
+        x3 = xb[first + 3]
+        y0 = yb[first, start:start + m]
+        y1 = yb[first + 1, start:start + m]
+        y2 = yb[first + 2, start:start + m]
+        y3 = yb[first + 3, start:start + m]
+        for j in range(m):
+            q = fast[j]
+            if q != _SLOW:
+                w0 = cw[j, 0]
+                w1 = cw[j, 1]
+                w2 = cw[j, 2]
+                w3 = cw[j, 3]
+                y0[j] = w0 * x0[q] + w1 * x0[q + right] + w2 * x0[q + down] + w3 * x0[q + diag]
+                y1[j] = w0 * x1[q] + w1 * x1[q + right] + w2 * x1[q + down] + w3 * x1[q + diag]
+                y2[j] = w0 * x2[q] + w1 * x2[q + right] + w2 * x2[q + down] + w3 * x2[q + diag]
+                y3[j] = w0 * x3[q] + w1 * x3[q + right] + w2 * x3[q + down] + w3 * x3[q + diag]
+            else:
+                for n in range(4):
+                    xr = xb[first + n]
                     acc = 0.0
                     for c in range(ncorner):
-                        acc += w[pos, c] * xr[idx[pos, c]]
-                    yr[pos] = acc
+                        i = cidx[j, c]
+                        acc += cw[j, c] * (np.float64(xr[max(i, 0)]) if i >= 0 else 0.0)
+                    yb[first + n, start + j] = acc
+    else:
+        xr = xb[first]
+        yr = yb[first, start:start + m]
+        for j in range(m):
+            q = fast[j]
+            if q != _SLOW:
+                yr[j] = cw[j, 0] * xr[q] + cw[j, 1] * xr[q + right] + cw[j, 2] * xr[q + down] + cw[j, 3] * xr[q + diag]
+            else:
+                acc = 0.0
+                for c in range(ncorner):
+                    i = cidx[j, c]
+                    acc += cw[j, c] * (np.float64(xr[max(i, 0)]) if i >= 0 else 0.0)
+                yr[j] = acc
 
 
 @numba.njit(parallel=True, cache=True, **_JIT)
-def _position_derivative(x, g, index, dweight, out):
-    """out[b,i,v] = Σ_n g[b,n,v] Σ_c dweight[b,v,c,i] x[b,n,index[b,v,c]]  (eqs 4, 51)."""
+def _gather(x, base, w, spatial, padding, out):
+    """out[b,n,v] = Σ_c w_c(b,v) x[b,n,corner_c(b,v)]  (eq 2; eq 50 for unwarp)."""
+    batch, channels, npos = out.shape
+    d = base.shape[1]
+    ncorner = 1 << d
+    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    width = spatial[d - 1]
+    for task in prange(batch * nblocks):
+        b = task // nblocks
+        start = (task % nblocks) * _BLOCK
+        stop = min(start + _BLOCK, npos)
+        m = stop - start
+        fast = np.empty(_BLOCK, dtype=np.uint32)
+        cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
+        cw = np.empty((_BLOCK, ncorner), dtype=np.float64)
+        cdw = np.empty((0, 0, 0), dtype=np.float64)
+        _expand_block(base, w, w, b, start, stop, spatial, padding, True, False, fast, cidx, cw, cdw)
+        xb = x[b]
+        yb = out[b]
+        n = 0
+        while n < channels:
+            # four channels per sweep share the block's index and weight loads
+            count = 4 if n + 4 <= channels else 1
+            _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
+            n += count
+
+
+@numba.njit(cache=True, **_JIT)
+def _derivative_channel(xr, gr, acc, m, width, fast, cidx, cdw, xc):
+    """One channel's terms of one block of the position derivative, added to ``acc``.
+
+    A separate small function so that LLVM keeps the loop's values in registers."""
+    d = acc.shape[0]
+    ncorner = cidx.shape[1]
+    right = np.uint32(1)
+    down = np.uint32(width)
+    diag = np.uint32(width + 1)
+    for j in range(m):
+        gv = np.float64(gr[j])
+        q = fast[j]
+        if q != _SLOW:
+            x0 = gv * xr[q]
+            x1 = gv * xr[q + right]
+            x2 = gv * xr[q + down]
+            x3 = gv * xr[q + diag]
+            acc[0, j] += cdw[j, 0, 0] * x0 + cdw[j, 1, 0] * x1 + cdw[j, 2, 0] * x2 + cdw[j, 3, 0] * x3
+            acc[1, j] += cdw[j, 0, 1] * x0 + cdw[j, 1, 1] * x1 + cdw[j, 2, 1] * x2 + cdw[j, 3, 1] * x3
+        else:
+            for c in range(ncorner):
+                i = cidx[j, c]
+                xc[c] = gv * (np.float64(xr[max(i, 0)]) if i >= 0 else 0.0)
+            if d == 2:
+                acc[0, j] += cdw[j, 0, 0] * xc[0] + cdw[j, 1, 0] * xc[1] + cdw[j, 2, 0] * xc[2] + cdw[j, 3, 0] * xc[3]
+                acc[1, j] += cdw[j, 0, 1] * xc[0] + cdw[j, 1, 1] * xc[1] + cdw[j, 2, 1] * xc[2] + cdw[j, 3, 1] * xc[3]
+            else:
+                for c in range(ncorner):
+                    for k in range(d):
+                        acc[k, j] += cdw[j, c, k] * xc[c]
+
+
+@numba.njit(parallel=True, cache=True, **_JIT)
+def _position_derivative(x, g, base, w, dw, spatial, padding, out):
+    """out[b,i,v] = Σ_n g[b,n,v] Σ_c dw_{c,i}(b,v) x[b,n,corner_c(b,v)]  (eqs 4, 51)."""
     batch, d, npos = out.shape
     channels = g.shape[1]
-    ncorner = index.shape[2]
+    ncorner = 1 << d
     nblocks = (npos + _BLOCK - 1) // _BLOCK
+    width = spatial[d - 1]
     for task in prange(batch * nblocks):
         b = task // nblocks
         start = (task % nblocks) * _BLOCK
         stop = min(start + _BLOCK, npos)
-        idx = index[b]
-        dw = dweight[b]
-        acc = np.zeros((d, stop - start), dtype=np.float64)
+        m = stop - start
+        fast = np.empty(_BLOCK, dtype=np.uint32)
+        cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
+        cw = np.empty((0, 0), dtype=np.float64)
+        cdw = np.empty((_BLOCK, ncorner, d), dtype=np.float64)
+        _expand_block(base, w, dw, b, start, stop, spatial, padding, False, True, fast, cidx, cw, cdw)
+        acc = np.zeros((d, _BLOCK), dtype=np.float64)
+        xc = np.empty(ncorner, dtype=np.float64)
         for n in range(channels):
-            xr = x[b, n]
-            gr = g[b, n]
-            if ncorner == 4:
-                for pos in range(start, stop):
-                    gv = np.float64(gr[pos])
-                    x0 = gv * xr[idx[pos, 0]]
-                    x1 = gv * xr[idx[pos, 1]]
-                    x2 = gv * xr[idx[pos, 2]]
-                    x3 = gv * xr[idx[pos, 3]]
-                    j = pos - start
-                    acc[0, j] += dw[pos, 0, 0] * x0 + dw[pos, 1, 0] * x1 + dw[pos, 2, 0] * x2 + dw[pos, 3, 0] * x3
-                    acc[1, j] += dw[pos, 0, 1] * x0 + dw[pos, 1, 1] * x1 + dw[pos, 2, 1] * x2 + dw[pos, 3, 1] * x3
-            else:
-                for pos in range(start, stop):
-                    gv = np.float64(gr[pos])
-                    j = pos - start
-                    for c in range(ncorner):
-                        xv = gv * xr[idx[pos, c]]
-                        for i in range(d):
-                            acc[i, j] += dw[pos, c, i] * xv
-        for i in range(d):
-            for pos in range(start, stop):
-                out[b, i, pos] = acc[i, pos - start]
+            _derivative_channel(x[b, n], g[b, n, start:stop], acc, m, width, fast, cidx, cdw, xc)
+        for k in range(d):
+            for j in range(m):
+                out[b, k, start + j] = acc[k, j]
 
 
 @numba.njit(parallel=True, cache=True, **_JIT)
-def _transpose_structure(index, weight, npos):
-    """Sparse transpose of the corner table, by a stable counting sort on the target index.
+def _scatter(g, base, w, spatial, padding, group, out):
+    """out[b,n,u] = Σ_{(v,c) → u} w_c(b,v) g[b,n,v]  (eq 3; eq 49 for unwarp).
 
-    The entries landing on input ``u`` of batch item ``b`` are
-    ``source[b, e], weight_sorted[b, e]`` for ``offsets[b, u] <= e < offsets[b, u+1]``,
-    in increasing source position — a fixed order, whatever the thread count.  Outside
-    taps (index ``npos``) and undefined positions (NaN weight) are left out.
+    One task per batch item and group of ``group`` channels; each input's terms are added
+    in increasing (v, c) order into a private float64 plane (slot ``npos`` collects the
+    outside taps), so the result does not depend on the number of threads.
     """
-    batch, nsrc, ncorner = index.shape
-    offsets = np.zeros((batch, npos + 1), dtype=np.int64)
-    source = np.empty((batch, nsrc * ncorner), dtype=np.uint32)
-    weight_sorted = np.empty((batch, nsrc * ncorner), dtype=np.float64)
-    for b in prange(batch):
-        for pos in range(nsrc):
-            for c in range(ncorner):
-                dst = index[b, pos, c]
-                if dst < npos and not np.isnan(weight[b, pos, c]):
-                    offsets[b, dst + 1] += 1
-        for u in range(npos):
-            offsets[b, u + 1] += offsets[b, u]
-        fill = offsets[b, :npos].copy()
-        for pos in range(nsrc):
-            for c in range(ncorner):
-                dst = index[b, pos, c]
-                if dst < npos and not np.isnan(weight[b, pos, c]):
-                    e = fill[dst]
-                    source[b, e] = pos
-                    weight_sorted[b, e] = weight[b, pos, c]
-                    fill[dst] = e + 1
-    return offsets, source, weight_sorted
-
-
-@numba.njit(parallel=True, cache=True, **_JIT)
-def _transpose_apply(g, offsets, source, weight_sorted, out):
-    """out[b,n,u] = Σ_{(v,c) → u} weight[b,v,c] g[b,n,v]  (eq 3; eq 49 for unwarp)."""
     batch, channels, npos = out.shape
+    d = base.shape[1]
+    ncorner = 1 << d
+    ngroups = (channels + group - 1) // group
+    width = spatial[d - 1]
     nblocks = (npos + _BLOCK - 1) // _BLOCK
-    for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
-        off = offsets[b]
-        src = source[b]
-        ws = weight_sorted[b]
-        for n in range(channels):
-            gr = g[b, n]
+    for task in prange(batch * ngroups):
+        b = task // ngroups
+        first = (task % ngroups) * group
+        last = min(first + group, channels)
+        acc = np.zeros((last - first, npos + 1), dtype=np.float64)
+        fast = np.empty(_BLOCK, dtype=np.uint32)
+        cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
+        cw = np.empty((_BLOCK, ncorner), dtype=np.float64)
+        cdw = np.empty((0, 0, 0), dtype=np.float64)
+        right = np.uint32(1)
+        down = np.uint32(width)
+        diag = np.uint32(width + 1)
+        for blk in range(nblocks):
+            start = blk * _BLOCK
+            stop = min(start + _BLOCK, npos)
+            _expand_block(base, w, w, b, start, stop, spatial, padding, True, False, fast, cidx, cw, cdw)
+            for j in range(stop - start):
+                if fast[j] == _SLOW:
+                    for c in range(ncorner):
+                        # outside taps and undefined positions (NaN weight) land in the spare slot
+                        if cidx[j, c] < 0 or np.isnan(cw[j, c]):
+                            cidx[j, c] = npos
+            for n in range(first, last):
+                gr = g[b, n, start:stop]
+                ar = acc[n - first]
+                for j in range(stop - start):
+                    gv = np.float64(gr[j])
+                    q = fast[j]
+                    if q != _SLOW:
+                        ar[q] += cw[j, 0] * gv
+                        ar[q + right] += cw[j, 1] * gv
+                        ar[q + down] += cw[j, 2] * gv
+                        ar[q + diag] += cw[j, 3] * gv
+                    else:
+                        for c in range(ncorner):
+                            ar[cidx[j, c]] += cw[j, c] * gv
+        for n in range(first, last):
+            ar = acc[n - first]
             yr = out[b, n]
-            e = off[start]
-            for u in range(start, stop):
-                acc = 0.0
-                end = off[u + 1]
-                while e < end:  # the block's entries are contiguous: one running cursor
-                    acc += ws[e] * gr[src[e]]
-                    e += 1
-                yr[u] = acc
+            for u in range(npos):
+                yr[u] = ar[u]
 
 
-def _table(eps, kernel, padding, need_w, need_dw):
+def _taps(eps, kernel, padding, need_w, need_dw):
     spatial = np.asarray(eps.shape[2:], dtype=np.int64)
     npos = int(np.prod(spatial))
     if npos >= 2**31 - 1:
         raise ValueError(f"x: at most 2**31 - 2 positions per batch item are supported, got {npos}")
-    eps64 = np.ascontiguousarray(eps, dtype=np.float64).reshape(eps.shape[0], eps.shape[1], npos)
-    return _corner_table(
-        kernel.value_scalar, kernel.derivative_scalar, eps64, spatial, PADDING_CODES[padding], need_w, need_dw
+    eps_flat = np.ascontiguousarray(eps).reshape(eps.shape[0], eps.shape[1], npos)
+    base, w, dw = _axis_taps(
+        kernel.value_scalar, kernel.derivative_scalar, eps_flat, spatial, PADDING_CODES[padding], need_w, need_dw
     )
+    return spatial, base, w, dw
 
 
 def _flat(a):
     return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
 
 
-def _gatherable(x, padding):
-    """x as (B, N, npos), with the zero slot appended when the zeros padding can index it."""
-    xf = _flat(x)
-    if padding != "zeros":
-        return xf
-    padded = np.empty((xf.shape[0], xf.shape[1], xf.shape[2] + 1), dtype=xf.dtype)
-    _copy_with_zero_slot(xf, padded)
-    return padded
-
-
-def _apply_gather(x, index, weight, padding):
+def _apply_gather(x, taps, padding):
+    spatial, base, w, _ = taps
     out = np.empty(x.shape, dtype=x.dtype)
-    _gather(_gatherable(x, padding), index, weight, _flat(out))
+    _gather(_flat(x), base, w, spatial, PADDING_CODES[padding], _flat(out))
     return out
 
 
-def _apply_transpose(g, index, weight):
-    gf = _flat(g)
-    offsets, source, weight_sorted = _transpose_structure(index, weight, gf.shape[2])
+def _apply_scatter(g, taps, padding):
+    spatial, base, w, _ = taps
+    batch, channels = g.shape[:2]
+    # enough tasks for every thread; the channel grouping does not change any sum's order
+    ngroups = max(1, min(channels, -(-2 * numba.get_num_threads() // max(batch, 1))))
+    group = max(1, -(-channels // ngroups))
     out = np.empty(g.shape, dtype=g.dtype)
-    _transpose_apply(gf, offsets, source, weight_sorted, _flat(out))
+    _scatter(_flat(g), base, w, spatial, PADDING_CODES[padding], group, _flat(out))
     return out
 
 
-def _apply_derivative(x, g, index, dweight, eps, padding):
+def _apply_derivative(x, g, taps, eps, padding):
+    spatial, base, w, dw = taps
     out = np.empty(eps.shape, dtype=eps.dtype)
-    _position_derivative(_gatherable(x, padding), _flat(g), index, dweight, _flat(out))
+    _position_derivative(_flat(x), _flat(g), base, w, dw, spatial, PADDING_CODES[padding], _flat(out))
     return out
 
 
 def warp(x, eps, kernel, padding):
     """Eq 2 (see :func:`warptheory.warping.warp`)."""
-    index, weight, _ = _table(eps, kernel, padding, True, False)
-    return _apply_gather(x, index, weight, padding)
+    return _apply_gather(x, _taps(eps, kernel, padding, True, False), padding)
 
 
 def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
     """Eqs 3–4 (see :func:`warptheory.warping.warp_backward`)."""
     if not (need_x or need_eps):
         return None, None
-    index, weight, dweight = _table(eps, kernel, padding, need_x, need_eps)
-    grad_x = _apply_transpose(grad_y, index, weight) if need_x else None
-    grad_eps = _apply_derivative(x, grad_y, index, dweight, eps, padding) if need_eps else None
+    # the derivative weights φ'(t_i) Π_{k≠i} φ(t_k) need the φ taps too
+    taps = _taps(eps, kernel, padding, True, need_eps)
+    grad_x = _apply_scatter(grad_y, taps, padding) if need_x else None
+    grad_eps = _apply_derivative(x, grad_y, taps, eps, padding) if need_eps else None
     return grad_x, grad_eps
 
 
 def unwarp(x, eps, kernel, padding):
     """Eq 49, the transpose of eq 2 (see :func:`warptheory.warping.unwarp`)."""
-    index, weight, _ = _table(eps, kernel, padding, True, False)
-    return _apply_transpose(x, index, weight)
+    return _apply_scatter(x, _taps(eps, kernel, padding, True, False), padding)
 
 
 def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
@@ -384,7 +499,7 @@ def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True)
     """
     if not (need_x or need_eps):
         return None, None
-    index, weight, dweight = _table(eps, kernel, padding, need_x, need_eps)
-    grad_x = _apply_gather(grad_y, index, weight, padding) if need_x else None
-    grad_eps = _apply_derivative(grad_y, x, index, dweight, eps, padding) if need_eps else None
+    taps = _taps(eps, kernel, padding, True, need_eps)
+    grad_x = _apply_gather(grad_y, taps, padding) if need_x else None
+    grad_eps = _apply_derivative(grad_y, x, taps, eps, padding) if need_eps else None
     return grad_x, grad_eps
