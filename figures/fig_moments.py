@@ -97,27 +97,39 @@ def figure_eq9_slope(outdir, sigma_x2=(0.0625, 0.25, 1.0, 4.0, 16.0), replicates
 
 
 def figure_zscores(report_json_path, outdir):
-    """z of every record in a validation report, by equation, with the family thresholds."""
+    """z of every record in a validation report, by equation, with the family thresholds.
+
+    Exact forms blue, paper forms red, power checks (a theory perturbed on purpose, which
+    must be rejected) grey; o = agrees, x = disagrees.
+    """
+    import zlib
+
     plt = _plt()
     data = json.loads(pathlib.Path(report_json_path).read_text())
     recs = data["records"] if isinstance(data, dict) else data
     outdir = pathlib.Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    eqs = sorted({r["equation"] for r in recs}, key=lambda e: (len(e), e))
-    fig, ax = plt.subplots(figsize=(max(6, len(eqs) * 0.9), 4))
+    eqs = sorted({r["equation"] for r in recs}, key=lambda e: (not e.isdigit(), int(e) if e.isdigit() else 0, e))
+    fig, ax = plt.subplots(figsize=(max(6, len(eqs) * 0.9), 4.2))
+    lanes = {"exact": (-0.22, "C0"), "paper": (0.0, "C3"), "power": (0.22, "0.45")}
     for r in recs:
+        lane = "power" if "·" in r["quantity"] else r["form"]
+        shift, color = lanes[lane]
         z = float(r["z"])
         zc = float(np.clip(z, -20, 20)) if math.isfinite(z) else 20.0 * (1 if z > 0 else -1)
-        x = eqs.index(r["equation"]) + (0.15 if r["form"] == "paper" else -0.15) + np.random.default_rng(
-            hash(r["quantity"]) % 2**32).uniform(-0.08, 0.08)
-        ax.plot(x, zc, "o" if r["verdict"] == "agrees" else "x", ms=3,
-                color="C0" if r["form"] == "exact" else "C3")
+        jitter = np.random.default_rng(zlib.crc32(repr(sorted(r["params"].items())).encode())).uniform(-0.07, 0.07)
+        x = eqs.index(r["equation"]) + shift + jitter
+        ax.plot(x, zc, "o" if r["verdict"] == "agrees" else "x", ms=3, color=color)
         if "threshold" in r:
-            ax.hlines([-float(r["threshold"]), float(r["threshold"])], x - 0.1, x + 0.1, color="grey", lw=0.5)
+            ax.hlines([-float(r["threshold"]), float(r["threshold"])], x - 0.08, x + 0.08, color="grey", lw=0.5)
+    for lane, (_, color) in lanes.items():
+        ax.plot([], [], "o", color=color, label={"exact": "exact form", "paper": "paper form",
+                                                 "power": "power check (perturbed theory)"}[lane])
     ax.set_xticks(range(len(eqs)))
-    ax.set_xticklabels([f"eq {e}" for e in eqs])
+    ax.set_xticklabels([f"eq {e}" if e.isdigit() else e for e in eqs])
     ax.set_ylabel("z (clipped at ±20)")
-    ax.set_title("validation z-scores: exact (blue), paper (red); x = disagrees")
+    ax.set_title("validation z-scores (o agrees, x disagrees; grey ticks: family thresholds)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the data fill the corners
     fig.tight_layout()
     path = outdir / "fig_zscores.png"
     fig.savefig(path, dpi=120)
