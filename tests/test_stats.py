@@ -82,3 +82,22 @@ def test_report_budget_enforcement_and_files(tmp_path):
         assert key in rec
     assert rec["equation"] == "5" and rec["verdict"] == "agrees"
     assert "| 7 |" in md.read_text()
+
+
+def test_report_by_equation_and_notes(tmp_path):
+    """The per-equation summary separates power checks, and shared notes are listed once."""
+    from warptheory.stats import ValidationReport
+
+    rep = ValidationReport()
+    rep.register_family("iid", alpha=3e-4, max_checks=10)
+    rep.check("7", "dx.second_moment", "exact", {"case": "A"}, 1.0, 1.0005, 0.001, family="iid", note="n1")
+    rep.check("7", "dx.second_moment", "paper", {"case": "A"}, 0.9, 1.0005, 0.001, family="iid", note="n1")
+    rep.check("7", "dx.second_moment[Φ_{2,1}·1.01]", "exact", {"case": "A"}, 1.01, 1.0005, 0.001, family="iid")
+    table = rep.by_equation()
+    assert "7   exact        1       1      0" in table
+    assert "disagrees (1 of 1)" in table
+    assert "rejects the perturbed theory" in table
+    assert rep.notes() == [("7", "exact", 1, "A", "n1"), ("7", "paper", 1, "A", "n1")]
+    md, _ = rep.write(tmp_path)
+    text = md.read_text()
+    assert "## By equation" in text and "## Notes" in text and "| 7 | paper | 1 | A | n1 |" in text

@@ -363,6 +363,21 @@ class ValidationReport:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
+    def notes(self) -> list:
+        """(equation, form, number of checks, case, note) for every distinct note, in record order.
+
+        A spectrum records one check per frequency bin; its max |z| and relative L2 error
+        (issue 5) live in the note that all its bins share.
+        """
+        groups: dict = {}
+        for c in self.records:
+            if c.note:
+                key = (c.equation, c.form, c.note)
+                case = c.params.get("case", "")
+                count, _ = groups.get(key, (0, case))
+                groups[key] = (count + 1, case)
+        return [(eq, form, n, case, note) for (eq, form, note), (n, case) in groups.items()]
+
     def summary(self) -> str:
         n_dis = sum(c.verdict == "disagrees" for c in self.records)
         fams = ", ".join(f"{f}: {self.counts[f]}/{m} checks, α={a:g}, |z|≤{z_threshold(a, m):.2f} (normal)"
@@ -392,6 +407,11 @@ class ValidationReport:
         for c in self.records:
             md.append(f"| {c.equation} | {c.quantity} | {c.form} | {_params_text(c.params)} | {c.theory:.6g} | "
                       f"{c.estimate:.6g} ± {c.se:.2g} | {c.z:+.2f} | {c.verdict} |")
+        notes = self.notes()
+        if notes:
+            md += ["", "## Notes (one per group of checks that share it: spectra summaries, setups)", "",
+                   "| eq | form | checks | case | note |", "|---|---|---|---|---|"]
+            md += [f"| {eq} | {form} | {n} | {case} | {note} |" for eq, form, n, case, note in notes]
         mpath.write_text("\n".join(md) + "\n")
         return [mpath, jpath]
 
