@@ -193,20 +193,22 @@ def _check(status: int, what: str) -> None:
         raise RuntimeError(f"host CUDA engine: {what} failed: {_STATUS.get(status, status)}")
 
 
-def _gather(kernel, padding, src, eps):
+def _apply(operation, kernel, padding, src, eps):
+    """Run ``wt_host_gather`` (warp) or ``wt_host_scatter`` (its transpose) of the library."""
     lib, (src, eps), dtype, d, shape, pad = _prepare(kernel, padding, src, eps)
     out = np.empty_like(src)
     batch, channels = src.shape[:2]
-    _check(lib.wt_host_gather(dtype, d, _ptr(src), _ptr(eps), _ptr(out), batch, channels, shape, pad), "gather")
+    entry = getattr(lib, f"wt_host_{operation}")
+    _check(entry(dtype, d, _ptr(src), _ptr(eps), _ptr(out), batch, channels, shape, pad), operation)
     return out
+
+
+def _gather(kernel, padding, src, eps):
+    return _apply("gather", kernel, padding, src, eps)
 
 
 def _scatter(kernel, padding, src, eps):
-    lib, (src, eps), dtype, d, shape, pad = _prepare(kernel, padding, src, eps)
-    out = np.empty_like(src)
-    batch, channels = src.shape[:2]
-    _check(lib.wt_host_scatter(dtype, d, _ptr(src), _ptr(eps), _ptr(out), batch, channels, shape, pad), "scatter")
-    return out
+    return _apply("scatter", kernel, padding, src, eps)
 
 
 def _position_derivative(kernel, padding, outer, src, eps):
