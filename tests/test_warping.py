@@ -18,6 +18,7 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import warptheory as wt
 from warptheory.kernels import BUILTIN_KERNELS, T, kernel_from_sympy
 from warptheory.warping import PADDINGS, unwarp, unwarp_backward, warp, warp_backward, warp_matrix
 
@@ -416,3 +417,22 @@ def test_undefined_offsets(bad, padding, backend):
     grad_x_un, grad_eps_un = unwarp_backward(x, eps_bad, g, "tri", padding, backend=backend)
     assert np.all(np.isnan(grad_x_un[bad_at])) and np.isnan(grad_x_un).sum() == x.shape[1]
     assert np.all(np.isnan(grad_eps_un[bad_at])) and np.isnan(grad_eps_un).sum() == 2
+
+
+@pytest.mark.parametrize("padding", ["zeros", "periodic", "border"])
+@pytest.mark.parametrize("operation", ["warp_backward", "unwarp_backward"])
+def test_infinite_slope_on_the_lattice_matches_factorised_reference(operation, padding):
+    """sqrt_tri has φ'(-1⁺) = +∞: on-lattice positions give ±∞ or 0, never NaN from ∞·0 (s02 note)."""
+    from warptheory import _engine_numpy
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 3, 5, 6))
+    g = rng.normal(size=x.shape)
+    eps = rng.integers(-2, 3, size=(2, 2, 5, 6)).astype(float)
+    eps[:, 1, :2] += 0.3  # on the lattice along axis 0 only
+    kernel = wt.get_kernel("sqrt_tri")
+    got = getattr(wt, operation)(x, eps, g, kernel=kernel, padding=padding)[1]
+    want = getattr(_engine_numpy, operation)(x, eps, g, kernel, padding)[1]
+    assert np.isinf(want).any() and not np.isnan(want).any()
+    # Finite entries: float64 sums of a few O(1) terms in a different order.
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
