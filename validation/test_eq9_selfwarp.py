@@ -74,6 +74,18 @@ def test_eq9_selfwarp_independent_eps(report, sample_factor, kernel, form):
     assert chk.power_1pct >= 0.99, chk
 
 
+@pytest.mark.parametrize("factor", [1.01, 0.99], ids=["plus1pct", "minus1pct"])
+def test_eq9_power_rejects_one_percent(report, sample_factor, factor):
+    """Power check of the selfwarp family: the same run rejects the exact form moved by ±1 %."""
+    _register(report)
+    case = SelfWarpCase("tri", independent=True, size=32, batch=4)
+    est, se = _run(case, BATCHES_FULL * sample_factor, 901)  # the run of the eq-9 check above
+    perturbed = _theory(case, "exact") * factor
+    chk = report.check("9", f"sigma2_dw[theory·{factor:g}]", "exact", _params(case), perturbed, est, se,
+                       family="selfwarp", dof=REPLICATES - 1, note="power check: must disagree")
+    assert chk.verdict == "disagrees", chk
+
+
 @pytest.mark.parametrize("kernel", ["tri"])
 def test_eq9_selfwarp_eps_from_x(report, sample_factor, kernel):
     """The real SelfWarp: ε = conv(x).  Recorded against the independent-ε exact form."""
