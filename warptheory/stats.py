@@ -38,7 +38,14 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import stats as _st
+
+
+def _st():
+    """scipy.stats, imported on first use: it costs ~0.6 s, half of ``import warptheory``."""
+    from scipy import stats
+
+    return stats
+
 
 __all__ = [
     "Check",
@@ -156,10 +163,10 @@ def z_threshold(alpha: float, n_checks: int, dof: int | None = None) -> float:
         raise ValueError(f"n_checks: expected a positive integer, got {n_checks!r}")
     tail = alpha / (2.0 * n_checks)
     if dof is None:
-        return float(_st.norm.isf(tail))
+        return float(_st().norm.isf(tail))
     if isinstance(dof, bool) or not isinstance(dof, (int, np.integer)) or dof < 1:
         raise ValueError(f"dof: expected a positive integer or None, got {dof!r}")
-    return float(_st.t.isf(tail, dof))
+    return float(_st().t.isf(tail, dof))
 
 
 def batch_means(replicate_values) -> tuple[float, float]:
@@ -205,10 +212,10 @@ def power(relative_error: float, scale: float, se: float, threshold: float, dof:
         return float("nan")
     nc = abs(relative_error * scale) / se
     if dof is None:
-        return float(_st.norm.sf(threshold - nc) + _st.norm.cdf(-threshold - nc))
-    upper = float(_st.nct.sf(threshold, dof, nc))
+        return float(_st().norm.sf(threshold - nc) + _st().norm.cdf(-threshold - nc))
+    upper = float(_st().nct.sf(threshold, dof, nc))
     # the lower tail is astronomically small here; scipy's nct.cdf can return nan for it
-    lower = float(_st.nct.cdf(-threshold, dof, nc))
+    lower = float(_st().nct.cdf(-threshold, dof, nc))
     return upper + (lower if math.isfinite(lower) else 0.0)
 
 
@@ -221,7 +228,7 @@ def required_se(scale: float, threshold: float, relative_error: float = DETECTAB
     >>> round(required_se(1.0, 5.0), 6)
     0.001365
     """
-    return abs(relative_error * scale) / (threshold + float(_st.norm.isf(1.0 - target_power)))
+    return abs(relative_error * scale) / (threshold + float(_st().norm.isf(1.0 - target_power)))
 
 
 def make_check(equation, quantity, form, params, theory, estimate, se, *, threshold, family="",
