@@ -1,0 +1,129 @@
+"""The vector intrinsics of warptheory._simd against naive float64 numpy loops.
+
+Each intrinsic fixes its summation order (module docstring), so the reference below
+computes the same operations in the same order with numpy scalars and the comparison is
+bitwise; only the fused multiply-adds of ``corner_sums4`` have no numpy counterpart,
+and there the reference is a scalar numba loop with the same FMA contraction (bitwise)
+plus a plain float64 numpy sum (relative 1e-15: one rounding per term, four terms).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba.core.errors import TypingError
+
+from warptheory._simd import corner_sums4, gather4, prefetch
+
+
+@numba.njit(cache=False)
+def _run_gather4(xb, yb, first, pos, q, width, cw, j):
+    gather4(xb, yb, first, pos, q, width, cw, j)
+
+
+@numba.njit(cache=False)
+def _run_corner_sums4(xb, gb, first, pos, q, width, csum, j):
+    corner_sums4(xb, gb, first, pos, q, width, csum, j)
+
+
+@numba.njit(cache=False, fastmath={"contract"})
+def _scalar_corner_sums(xb, gb, first, pos, q, width, csum, j):
+    """The scalar loop corner_sums4 replaced in the engine (same order, same contraction)."""
+    corners = (q, q + 1, q + width, q + width + 1)
+    h0 = np.float64(gb[first, pos])
+    h1 = np.float64(gb[first + 1, pos])
+    h2 = np.float64(gb[first + 2, pos])
+    h3 = np.float64(gb[first + 3, pos])
+    for c in range(4):
+        i = corners[c]
+        csum[j, c] += h0 * xb[first, i] + h1 * xb[first + 1, i] + h2 * xb[first + 2, i] + h3 * xb[first + 3, i]
+
+
+@numba.njit(cache=False)
+def _prefetch_far(xb):
+    prefetch(xb, 0, -(2**40))
+    prefetch(xb, xb.shape[0] + 10**6, 0)
+    return xb[0, 0]
+
+
+problems = st.tuples(
+    st.integers(0, 2**32 - 1),  # seed
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(2, 9),  # width
+    st.integers(4, 7),  # channels
+)
+
+
+def _problem(seed, dtype, width, channels):
+    rng = np.random.default_rng(seed)
+    height = 4
+    xb = rng.normal(size=(channels, height * width)).astype(dtype)
+    gb = rng.normal(size=(channels, height * width)).astype(dtype)
+    cw = rng.uniform(-1, 1, size=(3, 4))
+    first = int(rng.integers(0, channels - 3))
+    row = int(rng.integers(0, height - 1))
+    col = int(rng.integers(0, width - 1))
+    q = np.uint32(row * width + col)  # the engine passes the fast index as uint32
+    return rng, xb, gb, cw, first, q
+
+
+@settings(deadline=None, max_examples=60)
+@given(problem=problems)
+def test_gather4_matches_pairwise_float64_sum(problem):
+    """y[n+k, pos] = (w0 x[q] + w1 x[q+1]) + (w2 x[q+W] + w3 x[q+W+1]) in float64, rounded once."""
+    seed, dtype, width, channels = problem
+    rng, xb, _, cw, first, q = _problem(seed, dtype, width, channels)
+    yb = np.full_like(xb, np.nan)
+    j, pos = 1, int(rng.integers(0, xb.shape[1]))
+    _run_gather4(xb, yb, first, pos, q, width, cw, j)
+    q = int(q)
+    for k in range(4):
+        x = xb[first + k].astype(np.float64)
+        w = cw[j]
+        want = (w[0] * x[q] + w[1] * x[q + 1]) + (w[2] * x[q + width] + w[3] * x[q + width + 1])
+        assert yb[first + k, pos] == dtype(want)
+    # nothing else written
+    untouched = np.ones(yb.shape, dtype=bool)
+    untouched[first:first + 4, pos] = False
+    assert np.all(np.isnan(yb[untouched]))
+
+
+@settings(deadline=None, max_examples=60)
+@given(problem=problems)
+def test_corner_sums4_matches_scalar_loop(problem):
+    """csum[j, c] += Σ_k g[n+k, pos] x[n+k, corner_c]: bitwise the engine's former scalar loop,
+    and the plain float64 sum to 1e-15 relative (FMA rounding of four terms)."""
+    seed, dtype, width, channels = problem
+    rng, xb, gb, _, first, q = _problem(seed, dtype, width, channels)
+    start = rng.normal(size=(3, 4))
+    ours, scalar = start.copy(), start.copy()
+    j, pos = 2, int(rng.integers(0, xb.shape[1]))
+    _run_corner_sums4(xb, gb, first, pos, q, width, ours, j)
+    _scalar_corner_sums(xb, gb, first, pos, int(q), width, scalar, j)
+    np.testing.assert_array_equal(ours, scalar)
+    q = int(q)
+    corners = [q, q + 1, q + width, q + width + 1]
+    g = gb[first:first + 4, pos].astype(np.float64)
+    want = start.copy()
+    want[j] += [np.dot(g, xb[first:first + 4, c].astype(np.float64)) for c in corners]
+    np.testing.assert_allclose(ours, want, rtol=1e-15, atol=1e-15 * np.abs(want).max())
+
+
+def test_prefetch_far_outside_does_not_fault():
+    """A prefetch is only a hint: addresses far outside the array must not crash."""
+    xb = np.arange(12.0).reshape(3, 4)
+    assert _prefetch_far(xb) == 0.0
+
+
+def test_intrinsics_reject_strided_or_integer_arrays():
+    """Only C-contiguous float planes are accepted (the intrinsics use flat offsets)."""
+    xb = np.zeros((4, 8))
+    cw = np.zeros((2, 4))
+    with pytest.raises(TypingError):
+        _run_gather4(xb[:, ::2], xb[:, ::2], 0, 0, 0, 2, cw, 0)
+    with pytest.raises(TypingError):
+        _run_gather4(xb.astype(np.int64), xb.astype(np.int64), 0, 0, 0, 2, cw, 0)
+    with pytest.raises(TypingError):
+        _run_gather4(xb, xb.astype(np.float32), 0, 0, 0, 2, cw, 0)  # mixed dtypes

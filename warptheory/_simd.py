@@ -1,0 +1,204 @@
+r"""LLVM vector intrinsics for the 2-D fast paths of the Numba engine.
+
+In 2-D a position whose four corners are inside the lattice and adjacent reads two
+pairs of neighbouring elements per channel: ``x[q], x[q+1]`` and
+``x[q+W], x[q+W+1]``.  LLVM does not combine those scalar accesses by itself (its
+vectoriser sees four independent indexed loads), so the generated code spends one load,
+one float32→float64 conversion and one multiply-add per corner.  The intrinsics below
+emit the pair loads, conversions and arithmetic as short vectors for four channels at a
+time, which roughly halves the instructions per output; :func:`prefetch` lets the loops
+request the rows they will read next.  See ``bench/RESULTS.md`` for
+the measurements and ``paper_notes/s02_warping.md`` for the operations (eqs 2–4).
+
+Numerics (the reason each one is written as it is):
+
+* :func:`gather4` sums the four corner terms of each channel pairwise,
+  ``(w0 x0 + w1 x1) + (w2 x2 + w3 x3)``, in float64 and rounds once to the input dtype
+  — the same precision contract as the scalar loop (float64 weights and accumulation,
+  one final rounding), with a different but fixed summation order.
+* :func:`corner_sums4` accumulates ``Σ_k g_k x_k`` per corner in the same order as the
+  scalar loop it replaces (first product, then fused multiply-adds, then added to the
+  running sum).
+
+Both take C-contiguous 2-D arrays (channel planes, or the block scratch) and do not
+check indices: the callers only use them on fast-path positions, whose four corners are
+inside the lattice by construction.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["gather4", "corner_sums4", "prefetch"]
+
+_F64 = ir.DoubleType()
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+_FLOATS = (types.float32, types.float64)
+
+
+def _mask(indices):
+    return ir.Constant(ir.VectorType(_I32, len(indices)), indices)
+
+
+def _int64(builder, value, numba_type):
+    if value.type.width == 64:
+        return value
+    return builder.sext(value, _I64) if numba_type.signed else builder.zext(value, _I64)
+
+
+def _c_matrix(arg, dtypes):
+    return isinstance(arg, types.Array) and arg.ndim == 2 and arg.layout == "C" and arg.dtype in dtypes
+
+
+def _integers(*args):
+    return all(isinstance(a, types.Integer) for a in args)
+
+
+class _Matrix:
+    """A C-contiguous 2-D numba array seen as a flat pointer and a row length."""
+
+    def __init__(self, context, builder, numba_type, value):
+        array = context.make_array(numba_type)(context, builder, value)
+        self.builder = builder
+        self.data = array.data
+        self.row = builder.extract_value(array.shape, 1)
+        self.elem = context.get_value_type(numba_type.dtype)
+        self.is_float32 = numba_type.dtype == types.float32
+
+    def offset(self, row, col):
+        return self.builder.add(self.builder.mul(row, self.row), col)
+
+    def pointer(self, flat):
+        return self.builder.gep(self.data, [flat], inbounds=True)
+
+    def load(self, flat, lanes=1):
+        """``lanes`` consecutive elements from ``flat``, widened to float64."""
+        builder = self.builder
+        align = 4 if self.is_float32 else 8
+        if lanes == 1:
+            value = builder.load(self.pointer(flat), typ=self.elem, align=align)
+            return builder.fpext(value, _F64) if self.is_float32 else value
+        value = builder.load(self.pointer(flat), typ=ir.VectorType(self.elem, lanes), align=align)
+        return builder.fpext(value, ir.VectorType(_F64, lanes)) if self.is_float32 else value
+
+    def store(self, flat, value):
+        """Store a float64 vector or scalar at ``flat`` (the caller rounds beforehand)."""
+        pointer = self.builder.bitcast(self.pointer(flat), value.type.as_pointer())
+        self.builder.store(value, pointer, align=8)
+
+
+def _corners(builder, plane, q, width):
+    """The 2×2 block ``x[q], x[q+1], x[q+W], x[q+W+1]`` of one plane as a float64 vector."""
+    top = plane.load(q, lanes=2)
+    bottom = plane.load(builder.add(q, width), lanes=2)
+    return builder.shuffle_vector(top, bottom, _mask([0, 1, 2, 3]))
+
+
+def _splat(builder, scalar, lanes):
+    vector = builder.insert_element(ir.Constant(ir.VectorType(_F64, lanes), None), scalar, _I32(0))
+    return builder.shuffle_vector(vector, vector, _mask([0] * lanes))
+
+
+@intrinsic
+def gather4(typingctx, xb, yb, n, pos, q, width, cw, j):
+    """``yb[n+k, pos] = Σ_c cw[j, c] xb[n+k, corner_c]`` for k < 4 at a fast-path position
+    (corners ``q, q+1, q+W, q+W+1``), summed pairwise in float64 and rounded once to yb's
+    dtype.  The stores happen here too, which spares the caller numba's negative-index
+    handling of the four output rows."""
+    if not (
+        _c_matrix(xb, _FLOATS)
+        and _c_matrix(yb, _FLOATS)
+        and yb.dtype == xb.dtype
+        and _c_matrix(cw, (types.float64,))
+        and _integers(n, pos, q, width, j)
+    ):
+        return None
+    signature = types.none(xb, yb, n, pos, q, width, cw, j)
+
+    def codegen(context, builder, sig, args):
+        x = _Matrix(context, builder, sig.args[0], args[0])
+        y = _Matrix(context, builder, sig.args[1], args[1])
+        weights = _Matrix(context, builder, sig.args[6], args[6])
+        n64, pos64, q64, w64, j64 = (_int64(builder, v, t) for v, t in zip(args[2:6] + args[7:], sig.args[2:6] + sig.args[7:]))
+        w = weights.load(weights.offset(j64, _I64(0)), lanes=4)
+        terms = []
+        for k in range(4):
+            start = x.offset(builder.add(n64, _I64(k)), q64)
+            terms.append(builder.fmul(_corners(builder, x, start, w64), w))
+        # pairwise horizontal sums of four vectors: [t0, t1, t2, t3] -> [Σt0, Σt1, Σt2, Σt3]
+        even, odd = _mask([0, 4, 2, 6]), _mask([1, 5, 3, 7])
+        h01 = builder.fadd(builder.shuffle_vector(terms[0], terms[1], even), builder.shuffle_vector(terms[0], terms[1], odd))
+        h23 = builder.fadd(builder.shuffle_vector(terms[2], terms[3], even), builder.shuffle_vector(terms[2], terms[3], odd))
+        sums = builder.fadd(
+            builder.shuffle_vector(h01, h23, _mask([0, 1, 4, 5])), builder.shuffle_vector(h01, h23, _mask([2, 3, 6, 7]))
+        )
+        if y.is_float32:
+            sums = builder.fptrunc(sums, ir.VectorType(y.elem, 4))
+        for k in range(4):
+            at = y.offset(builder.add(n64, _I64(k)), pos64)
+            builder.store(builder.extract_element(sums, _I32(k)), y.pointer(at), align=4 if y.is_float32 else 8)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def corner_sums4(typingctx, xb, gb, n, pos, q, width, csum, j):
+    """``csum[j, c] += Σ_{k<4} gb[n+k, pos] · xb[n+k, corner_c]`` at a fast-path position
+    (corners ``q, q+1, q+W, q+W+1``), first product then fused multiply-adds, in float64."""
+    if not (
+        _c_matrix(xb, _FLOATS)
+        and _c_matrix(gb, _FLOATS)
+        and _c_matrix(csum, (types.float64,))
+        and _integers(n, pos, q, width, j)
+    ):
+        return None
+    signature = types.none(xb, gb, n, pos, q, width, csum, j)
+
+    def codegen(context, builder, sig, args):
+        x = _Matrix(context, builder, sig.args[0], args[0])
+        g = _Matrix(context, builder, sig.args[1], args[1])
+        sums = _Matrix(context, builder, sig.args[6], args[6])
+        n64, pos64, q64, w64, j64 = (_int64(builder, v, t) for v, t in zip(args[2:6] + args[7:], sig.args[2:6] + sig.args[7:]))
+        total = None
+        for k in range(4):
+            channel = builder.add(n64, _I64(k))
+            corners = _corners(builder, x, x.offset(channel, q64), w64)
+            weight = _splat(builder, g.load(g.offset(channel, pos64)), 4)
+            term = builder.fmul(corners, weight, flags=("contract",))
+            total = term if total is None else builder.fadd(total, term, flags=("contract",))
+        at = sums.offset(j64, _I64(0))
+        sums.store(at, builder.fadd(sums.load(at, lanes=4), total, flags=("contract",)))
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+
+@intrinsic
+def prefetch(typingctx, array, row, col):
+    """Hint the cache line holding ``array[row, col]`` for reading (never faults, even past the end).
+
+    The 2-D loops read two rows per channel for four channels at once, a little behind
+    their position; the hardware prefetchers lose track of that many short streams, so
+    the loops hint the lines a fixed distance ahead themselves (measured in
+    bench/RESULTS.md: −10 to −15 % on the forward with 8 images)."""
+    if not (isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and _integers(row, col)):
+        return None
+    signature = types.none(array, row, col)
+
+    def codegen(context, builder, sig, args):
+        matrix = _Matrix(context, builder, sig.args[0], args[0])
+        at = matrix.offset(_int64(builder, args[1], sig.args[1]), _int64(builder, args[2], sig.args[2]))
+        # no inbounds: the hinted address may lie past the array, which a prefetch allows
+        pointer = builder.bitcast(builder.gep(matrix.data, [at]), ir.IntType(8).as_pointer())
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, _I32, _I32, _I32]), "llvm.prefetch.p0"
+        )
+        builder.call(hint, [pointer, _I32(0), _I32(3), _I32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return signature, codegen
