@@ -224,6 +224,51 @@ def _tap_pair(floor, size, padding):
     return i0, i1
 
 
+@numba.njit(cache=True, **_JIT)
+def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, cidx, cw):
+    """:func:`_expand_block` in 2-D without φ' corners: a branch-free pass for the fast
+    index and the corner weights of every position, then the corner indices of the
+    others.  For every padding the four corners are inside and adjacent exactly when
+    ``0 <= floor_k <= size_k - 2`` on both axes (an undefined position's marker fails it)."""
+    height = spatial[0]
+    width = spatial[1]
+    last_row = np.uint32(height - 2) if height >= 2 else np.uint32(0)
+    last_col = np.uint32(width - 2) if width >= 2 else np.uint32(0)
+    small = height < 2 or width < 2
+    base0 = base[b, 0, start:stop]
+    base1 = base[b, 1, start:stop]
+    m = stop - start
+    for j in range(m):
+        f0 = base0[j]
+        f1 = base1[j]
+        inside = (np.uint32(f0) <= last_row) & (np.uint32(f1) <= last_col) & (not small)
+        fast[j] = np.uint32(f0 * width + f1) if inside else _SLOW
+    if need_w:
+        wa0 = w[b, 0, 0, start:stop]
+        wa1 = w[b, 0, 1, start:stop]
+        we0 = w[b, 1, 0, start:stop]
+        we1 = w[b, 1, 1, start:stop]
+        for j in range(m):
+            cw[j, 0] = wa0[j] * we0[j]
+            cw[j, 1] = wa0[j] * we1[j]
+            cw[j, 2] = wa1[j] * we0[j]
+            cw[j, 3] = wa1[j] * we1[j]
+    for j in range(m):
+        if fast[j] != _SLOW:
+            continue
+        pos = start + j
+        if base0[j] == _UNDEFINED:
+            for c in range(4):
+                cidx[j, c] = 0
+            continue
+        a0, a1 = _tap_pair(np.int64(base0[j]), height, padding)
+        e0, e1 = _tap_pair(np.int64(base1[j]), width, padding)
+        cidx[j, 0] = -1 if (a0 < 0 or e0 < 0) else a0 * width + e0
+        cidx[j, 1] = -1 if (a0 < 0 or e1 < 0) else a0 * width + e1
+        cidx[j, 2] = -1 if (a1 < 0 or e0 < 0) else a1 * width + e0
+        cidx[j, 3] = -1 if (a1 < 0 or e1 < 0) else a1 * width + e1
+
+
 @numba.njit(cache=True, inline="always", **_JIT)
 def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
     """The block's corners from the axis taps, into the task's scratch.
@@ -236,6 +281,9 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     d = base.shape[1]
     ncorner = 1 << d
     npos = base.shape[2]
+    if d == 2 and not need_dw:
+        _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, cidx, cw)
+        return npos
     for j in range(stop - start):
         pos = start + j
         undefined = base[b, 0, pos] == _UNDEFINED
@@ -327,6 +375,34 @@ def _gather_fast4(xb, yb, first, start, m, width, fast, cw):
 
 
 @numba.njit(cache=True, **_JIT)
+def _gather_slow4_2d(xb, yb, first, start, m, fast, cidx, cw):
+    """The other 2-D positions of four channels of one block: each corner by its own index,
+    an outside one (index -1) read as 0; indices and weights loaded once for the four channels."""
+    for j in range(m):
+        if fast[j] != _SLOW:
+            continue
+        i0 = cidx[j, 0]
+        i1 = cidx[j, 1]
+        i2 = cidx[j, 2]
+        i3 = cidx[j, 3]
+        k0 = max(i0, 0)
+        k1 = max(i1, 0)
+        k2 = max(i2, 0)
+        k3 = max(i3, 0)
+        w0 = cw[j, 0]
+        w1 = cw[j, 1]
+        w2 = cw[j, 2]
+        w3 = cw[j, 3]
+        for n in range(first, first + 4):
+            xr = xb[n]
+            acc = w0 * (np.float64(xr[k0]) if i0 >= 0 else 0.0)
+            acc += w1 * (np.float64(xr[k1]) if i1 >= 0 else 0.0)
+            acc += w2 * (np.float64(xr[k2]) if i2 >= 0 else 0.0)
+            acc += w3 * (np.float64(xr[k3]) if i3 >= 0 else 0.0)
+            yb[n, start + j] = acc
+
+
+@numba.njit(cache=True, **_JIT)
 def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
     """Channels ``first .. first + count - 1`` (count 1 or 4) of one block of the gather.
 
@@ -337,6 +413,9 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
     diag = np.uint32(width + 1)
     if count == 4:
         _gather_fast4(xb, yb, first, start, m, width, fast, cw)
+        if ncorner == 4:
+            _gather_slow4_2d(xb, yb, first, start, m, fast, cidx, cw)
+            return
         for j in range(m):
             if fast[j] == _SLOW:
                 for n in range(4):
