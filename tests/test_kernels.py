@@ -41,6 +41,22 @@ def test_builtin_constraints_hold_exactly_at_lattice_points(name):
     assert np.array_equal(k.value(t), np.array([0, 0, 0, 1, 0, 0, 0, 0, 0, 0.0]))
 
 
+@pytest.mark.parametrize("name", [*BUILTIN_KERNELS, "user_cos"])
+def test_jitted_scalars_honour_every_override(name):
+    """The jitted scalars leave out overrides the expression already meets (kernels._compile_scalar);
+    the values at the pinned points, ±0 included, must still be the pinned ones bitwise."""
+    if name == "user_cos":  # a fresh user kernel: cos(πt/2)² is 3.7e-33, not 0, at t = ±1
+        k = kernel_from_sympy(on_support(sp.cos(sp.pi * T / 2) ** 2), name="cos_user_override_test")
+    else:
+        k = get_kernel(name)
+    pins = [(k.value_scalar, {-1.0: 0.0, 0.0: 1.0, 1.0: 0.0}), (k.derivative_scalar, k.derivative_right_limits)]
+    for scalar, values in pins:
+        for point, value in values.items():
+            for t in ((point, -0.0) if point == 0 else (point,)):
+                got = scalar(t)
+                assert got == value and math.copysign(1, got) == math.copysign(1, value), (name, t, got, value)
+
+
 @settings(max_examples=200, deadline=None)
 @given(name=st.sampled_from(BUILTIN_KERNELS), t=st.floats(-1.5, 1.5))
 def test_vectorised_scalar_and_mpmath_agree(name, t):
