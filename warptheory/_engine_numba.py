@@ -654,6 +654,16 @@ def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw)
                     ar[cidx[j, c]] += cw[j, c] * gv
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _padded_row(length):
+    """Row length (float64 elements) of the scatter's private planes: at least ``length``,
+    and ≡ 136 (1088 bytes) modulo 512 (a 4 KB page).  Unpadded 128×128 planes lie
+    131080 bytes apart, so ``plane[k][q]`` and ``plane[k+1][q-1]`` share their low 12
+    address bits and the CPU treats the later load as dependent on the earlier store
+    (4K aliasing) at almost every update."""
+    return ((length + 511) // 512) * 512 + 136
+
+
 @numba.njit(parallel=True, cache=True, **_JIT)
 def _scatter(g, base, w, spatial, padding, group, out):
     """out[b,n,u] = Σ_{(v,c) → u} w_c(b,v) g[b,n,v]  (eq 3; eq 49 for unwarp).
@@ -672,7 +682,7 @@ def _scatter(g, base, w, spatial, padding, group, out):
         b = task // ngroups
         first = (task % ngroups) * group
         last = min(first + group, channels)
-        acc = np.zeros((last - first, npos + 1), dtype=np.float64)
+        acc = np.zeros((last - first, _padded_row(npos + 1)), dtype=np.float64)
         fast = np.empty(_BLOCK, dtype=np.uint32)
         cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
         cw = np.empty((_BLOCK, ncorner), dtype=np.float64)
