@@ -440,6 +440,84 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
                 yr[j] = acc
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _tri(t):
+    """The built-in ``tri`` kernel exactly as :mod:`warptheory.kernels` compiles it."""
+    return (1.0 - abs(t)) if abs(t) <= 1.0 else 0.0
+
+
+@numba.njit(cache=True, **_JIT)
+def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw):
+    """Axis taps and block expansion in one pass, for the built-in ``tri`` kernel in 2-D.
+
+    The same floors, weights, products and corner indices as :func:`_axis_taps_2d`
+    followed by :func:`_expand_block_2d` (bitwise: ``test_bilinear_fused_path_is_bitwise``),
+    without writing the taps to memory in between."""
+    height = spatial[0]
+    width = spatial[1]
+    row = start // width
+    col = start - row * width
+    for j in range(stop - start):
+        pos = start + j
+        e0 = np.float64(eps[b, 0, pos])
+        e1 = np.float64(eps[b, 1, pos])
+        if np.isfinite(e0) and np.isfinite(e1):
+            f0, t0 = _reduced_floor(row + e0, height, padding)
+            f1, t1 = _reduced_floor(col + e1, width, padding)
+            wa0 = _tri(t0)
+            wa1 = _tri(t0 - 1.0)
+            we0 = _tri(t1)
+            we1 = _tri(t1 - 1.0)
+            cw[j, 0] = wa0 * we0
+            cw[j, 1] = wa0 * we1
+            cw[j, 2] = wa1 * we0
+            cw[j, 3] = wa1 * we1
+            if 0 <= f0 <= height - 2 and 0 <= f1 <= width - 2:
+                fast[j] = np.uint32(f0 * width + f1)
+            else:
+                fast[j] = _SLOW
+                a0, a1 = _tap_pair(np.int64(f0), height, padding)
+                c0, c1 = _tap_pair(np.int64(f1), width, padding)
+                cidx[j, 0] = -1 if (a0 < 0 or c0 < 0) else a0 * width + c0
+                cidx[j, 1] = -1 if (a0 < 0 or c1 < 0) else a0 * width + c1
+                cidx[j, 2] = -1 if (a1 < 0 or c0 < 0) else a1 * width + c0
+                cidx[j, 3] = -1 if (a1 < 0 or c1 < 0) else a1 * width + c1
+        else:
+            fast[j] = _SLOW
+            for c in range(4):
+                cw[j, c] = np.nan
+                cidx[j, c] = 0
+        col += 1
+        if col == width:
+            col = 0
+            row += 1
+
+
+@numba.njit(parallel=True, cache=True, **_JIT)
+def _gather_tri_2d(x, eps, spatial, padding, out):
+    """Eq 2 for the built-in ``tri`` kernel in 2-D: :func:`_gather` with the tap stage
+    fused into each block (no tap arrays, one parallel pass)."""
+    batch, channels, npos = out.shape
+    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    width = spatial[1]
+    for task in prange(batch * nblocks):
+        b = task // nblocks
+        start = (task % nblocks) * _BLOCK
+        stop = min(start + _BLOCK, npos)
+        m = stop - start
+        fast = np.empty(_BLOCK, dtype=np.uint32)
+        cidx = np.empty((_BLOCK, 4), dtype=np.int64)
+        cw = np.empty((_BLOCK, 4), dtype=np.float64)
+        _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw)
+        xb = x[b]
+        yb = out[b]
+        n = 0
+        while n < channels:
+            count = 4 if n + 4 <= channels else 1
+            _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
+            n += count
+
+
 @numba.njit(parallel=True, cache=True, **_JIT)
 def _gather(x, base, w, spatial, padding, out):
     """out[b,n,v] = Σ_c w_c(b,v) x[b,n,corner_c(b,v)]  (eq 2; eq 50 for unwarp)."""
@@ -783,8 +861,24 @@ def _apply_derivative(x, g, taps, eps, padding):
     return out
 
 
-def warp(x, eps, kernel, padding):
-    """Eq 2 (see :func:`warptheory.warping.warp`)."""
+def _is_builtin_tri(kernel):
+    from .kernels import get_kernel
+
+    return kernel is get_kernel("tri")
+
+
+def warp(x, eps, kernel, padding, fused=True):
+    """Eq 2 (see :func:`warptheory.warping.warp`).
+
+    Bilinear 2-D warps (the built-in ``tri``) take the fused path :func:`_gather_tri_2d`
+    unless ``fused`` is false; the result is bitwise the same."""
+    if fused and eps.shape[1] == 2 and _is_builtin_tri(kernel):
+        spatial = np.asarray(eps.shape[2:], dtype=np.int64)
+        npos = int(np.prod(spatial))
+        if npos < 2**31 - 1:
+            out = np.empty(x.shape, dtype=x.dtype)
+            _gather_tri_2d(_flat(x), _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
+            return out
     return _apply_gather(x, _taps(eps, kernel, padding, True, False), padding)
 
 
