@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba.core.errors import TypingError
 
-from warptheory._simd import corner_sums4, gather4, prefetch
+from warptheory._simd import corner_sums4, gather4, prefetch, scatter4
 
 
 @numba.njit(cache=False)
@@ -26,6 +26,21 @@ def _run_gather4(xb, yb, first, pos, q, width, cw, j):
 @numba.njit(cache=False)
 def _run_corner_sums4(xb, gb, first, pos, q, width, csum, j):
     corner_sums4(xb, gb, first, pos, q, width, csum, j)
+
+
+@numba.njit(cache=False)
+def _run_scatter4(acc, a, gb, n, pos, q, width, cw, j):
+    scatter4(acc, a, gb, n, pos, q, width, cw, j)
+
+
+@numba.njit(cache=False, fastmath={"contract"})
+def _scalar_scatter(acc, a, gb, n, pos, q, width, cw, j):
+    """The scalar loop scatter4 replaced in the engine: acc += w·g, one FMA per element."""
+    corners = (q, q + 1, q + width, q + width + 1)
+    for k in range(4):
+        h = np.float64(gb[n + k, pos])
+        for c in range(4):
+            acc[a + k, corners[c]] += cw[j, c] * h
 
 
 @numba.njit(cache=False, fastmath={"contract"})
@@ -109,6 +124,30 @@ def test_corner_sums4_matches_scalar_loop(problem):
     want = start.copy()
     want[j] += [np.dot(g, xb[first:first + 4, c].astype(np.float64)) for c in corners]
     np.testing.assert_allclose(ours, want, rtol=1e-15, atol=1e-15 * np.abs(want).max())
+
+
+@settings(deadline=None, max_examples=60)
+@given(problem=problems)
+def test_scatter4_matches_scalar_fma_loop(problem):
+    """acc[a+k, corner_c] += cw[j, c]·g[n+k, pos]: bitwise the engine's former scalar loop (one
+    FMA per element), and the float64 numpy update to one rounding."""
+    seed, dtype, width, channels = problem
+    rng, _, gb, cw, first, q = _problem(seed, dtype, width, channels)
+    start = rng.normal(size=(channels + 2, gb.shape[1] + 3))
+    ours, scalar = start.copy(), start.copy()
+    a, j, pos = 1, 0, int(rng.integers(0, gb.shape[1]))
+    _run_scatter4(ours, a, gb, first, pos, q, width, cw, j)
+    _scalar_scatter(scalar, a, gb, first, pos, int(q), width, cw, j)
+    np.testing.assert_array_equal(ours, scalar)
+    q = int(q)
+    want = start.copy()
+    for k in range(4):
+        for c, u in enumerate((q, q + 1, q + width, q + width + 1)):
+            want[a + k, u] += cw[j, c] * np.float64(gb[first + k, pos])
+    # numpy rounds the product and then the sum; the FMA only the sum: both within one ulp
+    # of the larger of |acc| and |w·g| (absolute, since the sum may cancel)
+    scale = max(np.abs(start).max(), np.abs(cw[j]).max() * np.abs(gb[first:first + 4, pos]).max())
+    np.testing.assert_allclose(ours, want, rtol=0, atol=2 * np.finfo(np.float64).eps * scale)
 
 
 def test_prefetch_far_outside_does_not_fault():

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._simd import corner_sums4, gather4, prefetch
+from ._simd import corner_sums4, gather4, prefetch, scatter4
 
 __all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward"]
 
@@ -688,26 +688,7 @@ def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw)
             h3 = np.float64(g3[j])
             q = fast[j]
             if q != _SLOW:
-                w0 = cw[j, 0]
-                w1 = cw[j, 1]
-                w2 = cw[j, 2]
-                w3 = cw[j, 3]
-                a0[q] += w0 * h0
-                a1[q] += w0 * h1
-                a2[q] += w0 * h2
-                a3[q] += w0 * h3
-                a0[q + right] += w1 * h0
-                a1[q + right] += w1 * h1
-                a2[q + right] += w1 * h2
-                a3[q + right] += w1 * h3
-                a0[q + down] += w2 * h0
-                a1[q + down] += w2 * h1
-                a2[q + down] += w2 * h2
-                a3[q + down] += w2 * h3
-                a0[q + diag] += w3 * h0
-                a1[q + diag] += w3 * h1
-                a2[q + diag] += w3 * h2
-                a3[q + diag] += w3 * h3
+                scatter4(acc, n - first, gb, n, start + j, q, width, cw, j)
             else:
                 for c in range(ncorner):
                     i = cidx[j, c]
