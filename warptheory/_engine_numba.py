@@ -224,6 +224,26 @@ def _tap_pair(floor, size, padding):
     return i0, i1
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _corner_indices_2d(cidx, j, row_floor, col_floor, height, width, padding):
+    """``cidx[j, :]``: flat index of each 2-D corner from the reduced floors, -1 outside."""
+    a0, a1 = _tap_pair(np.int64(row_floor), height, padding)
+    e0, e1 = _tap_pair(np.int64(col_floor), width, padding)
+    cidx[j, 0] = -1 if (a0 < 0 or e0 < 0) else a0 * width + e0
+    cidx[j, 1] = -1 if (a0 < 0 or e1 < 0) else a0 * width + e1
+    cidx[j, 2] = -1 if (a1 < 0 or e0 < 0) else a1 * width + e0
+    cidx[j, 3] = -1 if (a1 < 0 or e1 < 0) else a1 * width + e1
+
+
+@numba.njit(cache=True, inline="always", **_JIT)
+def _prefetch_rows(xb, first, q, width):
+    """Hint the two rows of four channels :data:`_AHEAD` positions past ``q``."""
+    ahead = np.int64(q) + _AHEAD
+    for k in range(4):
+        prefetch(xb, first + k, ahead)
+        prefetch(xb, first + k, ahead + width)
+
+
 @numba.njit(cache=True, **_JIT)
 def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, cidx, cw):
     """:func:`_expand_block` in 2-D without φ' corners: a branch-free pass for the fast
@@ -256,17 +276,11 @@ def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, ci
     for j in range(m):
         if fast[j] != _SLOW:
             continue
-        pos = start + j
         if base0[j] == _UNDEFINED:
             for c in range(4):
                 cidx[j, c] = 0
             continue
-        a0, a1 = _tap_pair(np.int64(base0[j]), height, padding)
-        e0, e1 = _tap_pair(np.int64(base1[j]), width, padding)
-        cidx[j, 0] = -1 if (a0 < 0 or e0 < 0) else a0 * width + e0
-        cidx[j, 1] = -1 if (a0 < 0 or e1 < 0) else a0 * width + e1
-        cidx[j, 2] = -1 if (a1 < 0 or e0 < 0) else a1 * width + e0
-        cidx[j, 3] = -1 if (a1 < 0 or e1 < 0) else a1 * width + e1
+        _corner_indices_2d(cidx, j, base0[j], base1[j], height, width, padding)
 
 
 @numba.njit(cache=True, inline="always", **_JIT)
@@ -367,10 +381,7 @@ def _gather_fast4(xb, yb, first, start, m, width, fast, cw):
         q = fast[j]
         if q != _SLOW:
             if (j & 15) == 0:
-                ahead = np.int64(q) + _AHEAD
-                for k in range(4):
-                    prefetch(xb, first + k, ahead)
-                    prefetch(xb, first + k, ahead + width)
+                _prefetch_rows(xb, first, q, width)
             gather4(xb, yb, first, start + j, q, width, cw, j)
 
 
@@ -476,12 +487,7 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw):
                 fast[j] = np.uint32(f0 * width + f1)
             else:
                 fast[j] = _SLOW
-                a0, a1 = _tap_pair(np.int64(f0), height, padding)
-                c0, c1 = _tap_pair(np.int64(f1), width, padding)
-                cidx[j, 0] = -1 if (a0 < 0 or c0 < 0) else a0 * width + c0
-                cidx[j, 1] = -1 if (a0 < 0 or c1 < 0) else a0 * width + c1
-                cidx[j, 2] = -1 if (a1 < 0 or c0 < 0) else a1 * width + c0
-                cidx[j, 3] = -1 if (a1 < 0 or c1 < 0) else a1 * width + c1
+                _corner_indices_2d(cidx, j, f0, f1, height, width, padding)
         else:
             fast[j] = _SLOW
             for c in range(4):
@@ -509,13 +515,7 @@ def _gather_tri_2d(x, eps, spatial, padding, out):
         cidx = np.empty((_BLOCK, 4), dtype=np.int64)
         cw = np.empty((_BLOCK, 4), dtype=np.float64)
         _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw)
-        xb = x[b]
-        yb = out[b]
-        n = 0
-        while n < channels:
-            count = 4 if n + 4 <= channels else 1
-            _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
-            n += count
+        _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
 
 
 @numba.njit(parallel=True, cache=True, **_JIT)
@@ -536,14 +536,19 @@ def _gather(x, base, w, spatial, padding, out):
         cw = np.empty((_BLOCK, ncorner), dtype=np.float64)
         cdw = np.empty((0, 0, 0), dtype=np.float64)
         _expand_block(base, w, w, b, start, stop, spatial, padding, True, False, fast, cidx, cw, cdw)
-        xb = x[b]
-        yb = out[b]
-        n = 0
-        while n < channels:
-            # four channels per sweep share the block's index and weight loads
-            count = 4 if n + 4 <= channels else 1
-            _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
-            n += count
+        _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
+
+
+@numba.njit(cache=True, **_JIT)
+def _gather_block(xb, yb, start, m, width, fast, cidx, cw):
+    """All channels of one expanded block of the gather."""
+    channels = xb.shape[0]
+    n = 0
+    while n < channels:
+        # four channels per sweep share the block's index and weight loads
+        count = 4 if n + 4 <= channels else 1
+        _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
+        n += count
 
 
 @numba.njit(cache=True, **_JIT)
@@ -573,10 +578,7 @@ def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
             q = fast[j]
             if q != _SLOW:
                 if (j & 15) == 0:
-                    ahead = np.int64(q) + _AHEAD
-                    for k in range(4):
-                        prefetch(xb, first + k, ahead)
-                        prefetch(xb, first + k, ahead + width)
+                    _prefetch_rows(xb, first, q, width)
                 corner_sums4(xb, gb, first, start + j, q, width, csum, j)
             else:
                 for c in range(ncorner):
