@@ -308,6 +308,33 @@ def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     assert fused.dtype == staged.dtype and fused.tobytes() == staged.tobytes()
 
 
+@settings(deadline=None, max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    padding=st.sampled_from(PADDINGS),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6, 1e17]),
+    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    need_dw=st.booleans(),
+)
+def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, need_dw):
+    """The vectorised 2-D ``tri`` taps (floors, φ and φ' of both taps per axis) equal those of the
+    generic per-kernel tap stage bitwise, NaN/inf offsets, huge offsets and thin images included."""
+    from warptheory import _engine_numba
+    from warptheory.kernels import get_kernel
+
+    rng = np.random.default_rng(seed)
+    spatial = tuple(int(v) for v in rng.integers(1, 40, size=2))
+    eps = (scale * rng.normal(size=(2, 2, *spatial))).astype(dtype)
+    if special is not None:
+        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    tri = get_kernel("tri")
+    fast = [a.copy() for a in _engine_numba._taps(eps, tri, padding, True, need_dw)]
+    generic = _engine_numba._taps(eps, tri, padding, True, need_dw, fused=False)
+    for a, b in zip(fast, generic):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
 def test_tap_workspace_reuse_across_shapes():
     """The Numba engine reuses its per-thread tap buffers (see _engine_numba._scratch): calls
     with growing, shrinking and differently shaped problems must each equal the reference,

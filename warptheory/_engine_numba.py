@@ -804,6 +804,90 @@ def _scatter(g, base, w, spatial, padding, group, out):
                 yr[u] = ar[u]
 
 
+@numba.njit(cache=True, **_JIT)
+def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, w, dw):
+    """:func:`_axis_taps_2d` for the built-in ``tri`` kernel, bitwise, in a loop LLVM
+    vectorises (see :func:`_tri_block_2d` for the exact float row/column and
+    ``φ(t - 1) = 1 - φ(t)``); on [0, 1) the right derivatives are the constants
+    ``φ'(t) = -1`` and ``φ'(t - 1) = 1``.  Undefined positions, and periodic ones off the
+    lattice (fmod), are redone by the scalar code afterwards."""
+    m = stop - start
+    e0s = eps[b, 0, start:stop]
+    e1s = eps[b, 1, start:stop]
+    fwidth = np.float64(width)
+    # zeros: clip to [-2, size]; border: [-1, size - 1]; periodic: in range only (else redone)
+    lo = -2.0 if padding == 0 else (-1.0 if padding == 2 else 0.0)
+    hi0 = np.float64(height) if padding == 0 else np.float64(height - 1)
+    hi1 = np.float64(width) if padding == 0 else np.float64(width - 1)
+    base0 = base[b, 0, start:stop]
+    base1 = base[b, 1, start:stop]
+    wa0 = w[b, 0, 0, start:stop]
+    wa1 = w[b, 0, 1, start:stop]
+    we0 = w[b, 1, 0, start:stop]
+    we1 = w[b, 1, 1, start:stop]
+    for j in range(m):
+        pos = start + j
+        row = np.floor((pos + 0.5) / fwidth)
+        col = pos - row * fwidth
+        p0 = row + np.float64(e0s[j])
+        p1 = col + np.float64(e1s[j])
+        f0 = np.floor(p0)
+        f1 = np.floor(p1)
+        a = 1.0 - (p0 - f0)
+        c = 1.0 - (p1 - f1)
+        wa0[j] = a
+        wa1[j] = 1.0 - a
+        we0[j] = c
+        we1[j] = 1.0 - c
+        clipped0 = min(max(f0, lo), hi0)
+        clipped1 = min(max(f1, lo), hi1)
+        # NaN compares false: those positions are redone below
+        base0[j] = np.int32(clipped0) if (clipped0 >= lo) & (clipped0 <= hi0) else np.int32(0)
+        base1[j] = np.int32(clipped1) if (clipped1 >= lo) & (clipped1 <= hi1) else np.int32(0)
+    if need_dw:
+        da0 = dw[b, 0, 0, start:stop]
+        da1 = dw[b, 0, 1, start:stop]
+        de0 = dw[b, 1, 0, start:stop]
+        de1 = dw[b, 1, 1, start:stop]
+        for j in range(m):
+            da0[j] = -1.0
+            da1[j] = 1.0
+            de0[j] = -1.0
+            de1[j] = 1.0
+    for j in range(m):
+        e0 = np.float64(e0s[j])
+        e1 = np.float64(e1s[j])
+        if not (np.isfinite(e0) and np.isfinite(e1)):
+            base0[j] = _UNDEFINED
+            base1[j] = 0
+            wa0[j] = wa1[j] = we0[j] = we1[j] = np.nan
+            if need_dw:
+                dw[b, 0, 0, start + j] = dw[b, 0, 1, start + j] = np.nan
+                dw[b, 1, 0, start + j] = dw[b, 1, 1, start + j] = np.nan
+        elif padding == 1:
+            pos = start + j
+            row = pos // width
+            p0 = row + e0
+            p1 = pos - row * width + e1
+            if not (0.0 <= np.floor(p0) < height):
+                base0[j], _ = _reduced_floor(p0, height, padding)
+            if not (0.0 <= np.floor(p1) < width):
+                base1[j], _ = _reduced_floor(p1, width, padding)
+
+
+@numba.njit(parallel=True, cache=True, **_JIT)
+def _tri_taps_2d(eps, spatial, padding, need_dw, base, w, dw):
+    """The axis taps of :func:`_axis_taps` for the built-in ``tri`` kernel in 2-D (bitwise
+    the same arrays; ``test_bilinear_taps_are_bitwise``)."""
+    batch, d, npos = eps.shape
+    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    for task in prange(batch * nblocks):
+        b = task // nblocks
+        start = (task % nblocks) * _BLOCK
+        stop = min(start + _BLOCK, npos)
+        _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, need_dw, base, w, dw)
+
+
 # The axis taps are scratch that lives for one call.  Allocating them afresh each call
 # made glibc return and re-map the pages whenever the heap top crossed its trim
 # threshold, which depends on the allocation history: measured 2016 page faults and
@@ -827,7 +911,7 @@ def _scratch(name, shape, dtype):
     return buffer[:size].reshape(shape)
 
 
-def _taps(eps, kernel, padding, need_w, need_dw):
+def _taps(eps, kernel, padding, need_w, need_dw, fused=True):
     spatial = np.asarray(eps.shape[2:], dtype=np.int64)
     npos = int(np.prod(spatial))
     if npos >= 2**31 - 1:
@@ -837,10 +921,13 @@ def _taps(eps, kernel, padding, need_w, need_dw):
     base = _scratch("base", (batch, d, npos), np.int32)
     w = _scratch("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
     dw = _scratch("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
-    _axis_taps(
-        kernel.value_scalar, kernel.derivative_scalar, eps_flat, spatial, PADDING_CODES[padding], need_w, need_dw,
-        base, w, dw,
-    )
+    if fused and d == 2 and need_w and _is_builtin_tri(kernel):
+        _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], need_dw, base, w, dw)
+    else:
+        _axis_taps(
+            kernel.value_scalar, kernel.derivative_scalar, eps_flat, spatial, PADDING_CODES[padding], need_w, need_dw,
+            base, w, dw,
+        )
     return spatial, base, w, dw
 
 
