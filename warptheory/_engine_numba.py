@@ -26,6 +26,11 @@ Same interface and conventions as the reference :mod:`warptheory._engine_numpy`
    the loaded value, so x itself is never copied or padded).  The tap arrays are
    per-thread scratch reused across calls (:func:`_scratch`).
 
+Bilinear 2-D (the built-in ``tri``, by far the most used case) has two specialisations,
+each bitwise equal to the generic code above and tested so: the forward computes the
+taps inside each gather block (:func:`_gather_tri_2d`, no tap arrays), and the backward's
+tap stage is a loop LLVM vectorises (:func:`_tri_taps_2d`).
+
 The transpose (eq 3, a scatter) is deterministic — bitwise identical across runs and
 thread counts — because each parallel task owns whole output planes ``(b, channels)``:
 it adds the contributions to every input in increasing source position and corner
