@@ -456,6 +456,21 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
                 yr[j] = acc
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _tri_taps_at(pos, e0, e1, fwidth):
+    """Floors and ``tri`` tap weights of 2-D position ``pos`` (branch-free; see
+    :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
+    φ(t1 - 1)``."""
+    row = np.floor((pos + 0.5) / fwidth)
+    p0 = row + np.float64(e0)
+    p1 = (pos - row * fwidth) + np.float64(e1)
+    f0 = np.floor(p0)
+    f1 = np.floor(p1)
+    a = 1.0 - (p0 - f0)
+    c = 1.0 - (p1 - f1)
+    return f0, f1, a, 1.0 - a, c, 1.0 - c
+
+
 @numba.njit(cache=True, **_JIT)
 def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns):
     """Axis taps and block expansion in one pass, for the built-in ``tri`` kernel in 2-D.
@@ -488,17 +503,7 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
     w10 = columns[2]
     w11 = columns[3]
     for j in range(m):
-        pos = start + j
-        row = np.floor((pos + 0.5) / fwidth)
-        col = pos - row * fwidth
-        p0 = row + np.float64(e0s[j])
-        p1 = col + np.float64(e1s[j])
-        f0 = np.floor(p0)
-        f1 = np.floor(p1)
-        wa0 = 1.0 - (p0 - f0)
-        wa1 = 1.0 - wa0
-        we0 = 1.0 - (p1 - f1)
-        we1 = 1.0 - we0
+        f0, f1, wa0, wa1, we0, we1 = _tri_taps_at(start + j, e0s[j], e1s[j], fwidth)
         w00[j] = wa0 * we0
         w01[j] = wa0 * we1
         w10[j] = wa1 * we0
@@ -831,19 +836,7 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, 
     we0 = w[b, 1, 0, start:stop]
     we1 = w[b, 1, 1, start:stop]
     for j in range(m):
-        pos = start + j
-        row = np.floor((pos + 0.5) / fwidth)
-        col = pos - row * fwidth
-        p0 = row + np.float64(e0s[j])
-        p1 = col + np.float64(e1s[j])
-        f0 = np.floor(p0)
-        f1 = np.floor(p1)
-        a = 1.0 - (p0 - f0)
-        c = 1.0 - (p1 - f1)
-        wa0[j] = a
-        wa1[j] = 1.0 - a
-        we0[j] = c
-        we1[j] = 1.0 - c
+        f0, f1, wa0[j], wa1[j], we0[j], we1[j] = _tri_taps_at(start + j, e0s[j], e1s[j], fwidth)
         clipped0 = min(max(f0, lo), hi0)
         clipped1 = min(max(f1, lo), hi1)
         # NaN compares false: those positions are redone below
