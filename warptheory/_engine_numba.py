@@ -77,6 +77,13 @@ _SLOW = np.uint32(0xFFFFFFFF)
 _JIT = dict(nogil=True, error_model="numpy", fastmath={"contract"})
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _block_of(task, nblocks, npos):
+    """Batch item and position range ``[start, stop)`` of parallel task ``task``."""
+    start = (task % nblocks) * _BLOCK
+    return task // nblocks, start, min(start + _BLOCK, npos)
+
+
 def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw):
     """Padding-reduced floor and the two tap weights of every position along every axis,
     written into ``base`` (batch, d, npos), ``w`` and ``dw`` (batch, d, 2, npos; ignored
@@ -90,9 +97,7 @@ def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw
     batch, d, npos = eps.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
+        b, start, stop = _block_of(task, nblocks, npos)
         if d == 2:
             _axis_taps_2d(phi, dphi, eps, spatial, padding, need_w, need_dw, b, start, stop, base, w, dw)
             continue
@@ -545,9 +550,7 @@ def _gather_tri_2d(x, eps, spatial, padding, out):
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     width = spatial[1]
     for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
+        b, start, stop = _block_of(task, nblocks, npos)
         m = stop - start
         fast = np.empty(_BLOCK, dtype=np.uint32)
         cidx = np.empty((_BLOCK, 4), dtype=np.int64)
@@ -566,9 +569,7 @@ def _gather(x, base, w, spatial, padding, out):
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     width = spatial[d - 1]
     for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
+        b, start, stop = _block_of(task, nblocks, npos)
         m = stop - start
         fast = np.empty(_BLOCK, dtype=np.uint32)
         cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
@@ -664,9 +665,7 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, out):
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     width = spatial[d - 1]
     for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
+        b, start, stop = _block_of(task, nblocks, npos)
         m = stop - start
         fast = np.empty(_BLOCK, dtype=np.uint32)
         cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
@@ -880,9 +879,7 @@ def _tri_taps_2d(eps, spatial, padding, need_dw, base, w, dw):
     batch, d, npos = eps.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     for task in prange(batch * nblocks):
-        b = task // nblocks
-        start = (task % nblocks) * _BLOCK
-        stop = min(start + _BLOCK, npos)
+        b, start, stop = _block_of(task, nblocks, npos)
         _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, need_dw, base, w, dw)
 
 
