@@ -121,20 +121,7 @@ def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw
                         dw[b, k, 0, pos] = np.nan
                         dw[b, k, 1, pos] = np.nan
                     continue
-                size = spatial[k]
-                p = coord[k] + np.float64(eps[b, k, pos])
-                floor = np.floor(p)
-                frac = p - floor  # exact; stays exact for |p| >= 2**53, where frac = 0
-                if padding == 1:  # periodic: fmod is exact for every float (and slow: skip it inside)
-                    if not (0.0 <= floor < size):
-                        floor = np.fmod(floor, size)
-                        if floor < 0:
-                            floor += size
-                elif padding == 0:  # zeros: the clip keeps both taps' in/out class
-                    floor = min(max(floor, -2.0), np.float64(size))
-                else:  # border: the clip keeps both taps' clamped index
-                    floor = min(max(floor, -1.0), np.float64(size - 1))
-                base[b, k, pos] = np.int32(floor)
+                base[b, k, pos], frac = _reduced_floor(coord[k] + np.float64(eps[b, k, pos]), spatial[k], padding)
                 if need_w:
                     w[b, k, 0, pos] = phi(frac)
                     w[b, k, 1, pos] = phi(frac - 1.0)
