@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba.core.errors import TypingError
 
-from warptheory._simd import corner_sums4, gather4, prefetch, scatter4
+from warptheory._simd import corner_sums4, gather4, gather_channel_last8, prefetch, scatter4, transpose8x16
 
 
 @numba.njit(cache=False)
@@ -31,6 +31,18 @@ def _run_corner_sums4(xb, gb, first, pos, q, width, csum, j):
 @numba.njit(cache=False)
 def _run_scatter4(acc, a, gb, n, pos, q, width, cw, j):
     scatter4(acc, a, gb, n, pos, q, width, cw, j)
+
+
+@numba.njit(cache=False)
+def _run_transpose8x16(src, dst, row, col):
+    transpose8x16(src, dst, row, col)
+
+
+# compiled as the engine compiles (FMA contraction allowed): the intrinsic must keep its
+# products and sums apart all the same
+@numba.njit(cache=False, fastmath={"contract"})
+def _run_gather_channel_last8(xt, yb, first, start, width, fast, cw, j):
+    gather_channel_last8(xt, yb, first, start, width, fast, cw, j)
 
 
 @numba.njit(cache=False, fastmath={"contract"})
@@ -150,6 +162,62 @@ def test_scatter4_matches_scalar_fma_loop(problem):
     np.testing.assert_allclose(ours, want, rtol=0, atol=2 * np.finfo(np.float64).eps * scale)
 
 
+@settings(deadline=None, max_examples=40)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    rows=st.integers(8, 12),
+    cols=st.integers(16, 40),
+)
+def test_transpose8x16_is_a_transpose(seed, dtype, rows, cols):
+    """dst[col + j, row + i] = src[row + i, col + j] for the 8 × 16 block and nothing else."""
+    rng = np.random.default_rng(seed)
+    src = rng.normal(size=(rows, cols)).astype(dtype)
+    dst = np.full((cols, rows), np.nan, dtype=dtype)
+    row, col = int(rng.integers(0, rows - 7)), int(rng.integers(0, cols - 15))
+    _run_transpose8x16(src, dst, row, col)
+    block = (slice(col, col + 16), slice(row, row + 8))
+    assert dst[block].tobytes() == src[row:row + 8, col:col + 16].T.copy().tobytes()
+    untouched = np.ones(dst.shape, dtype=bool)
+    untouched[block] = False
+    assert np.all(np.isnan(dst[untouched]))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    width=st.integers(2, 9),
+    groups=st.integers(1, 3),
+)
+def test_gather_channel_last8_matches_pairwise_float64_sum(seed, dtype, width, groups):
+    """y[first + c, start + j + i] = (w0 x[q] + w1 x[q+1]) + (w2 x[q+W] + w3 x[q+W+1]) in float64,
+    rounded once (gather4's order, bitwise), from a channel-last x, for 8 positions × 8
+    channels; a slow-marked position reads corner 0 and is written (the engine overwrites it)."""
+    rng = np.random.default_rng(seed)
+    height = 4
+    npos = height * width
+    channels = 8 * groups
+    xt = rng.normal(size=(npos, channels)).astype(dtype)
+    yb = np.full((channels, npos + 24), np.nan, dtype=dtype)
+    cw = rng.uniform(-1, 1, size=(12, 4))
+    rows = rng.integers(0, height - 1, size=12)
+    cols = rng.integers(0, width - 1, size=12)
+    fast = (rows * width + cols).astype(np.uint32)
+    fast[rng.integers(0, 12)] = np.uint32(0xFFFFFFFF)
+    first, start, j = 8 * int(rng.integers(0, groups)), int(rng.integers(0, npos + 8)), int(rng.integers(0, 5))
+    _run_gather_channel_last8(xt, yb, first, start, width, fast, cw, j)
+    for i in range(8):
+        q = 0 if fast[j + i] == 0xFFFFFFFF else int(fast[j + i])
+        w = cw[j + i]
+        x = xt[[q, q + 1, q + width, q + width + 1], first:first + 8].astype(np.float64)
+        want = ((w[0] * x[0] + w[1] * x[1]) + (w[2] * x[2] + w[3] * x[3])).astype(dtype)
+        assert yb[first:first + 8, start + j + i].tobytes() == want.tobytes()
+    untouched = np.ones(yb.shape, dtype=bool)
+    untouched[first:first + 8, start + j:start + j + 8] = False
+    assert np.all(np.isnan(yb[untouched]))
+
+
 def test_prefetch_far_outside_does_not_fault():
     """A prefetch is only a hint: addresses far outside the array must not crash."""
     xb = np.arange(12.0).reshape(3, 4)
@@ -166,3 +234,7 @@ def test_intrinsics_reject_strided_or_integer_arrays():
         _run_gather4(xb.astype(np.int64), xb.astype(np.int64), 0, 0, 0, 2, cw, 0)
     with pytest.raises(TypingError):
         _run_gather4(xb, xb.astype(np.float32), 0, 0, 0, 2, cw, 0)  # mixed dtypes
+    with pytest.raises(TypingError):
+        _run_transpose8x16(xb, xb.astype(np.float32), 0, 0)
+    with pytest.raises(TypingError):
+        _run_gather_channel_last8(xb, xb, 0, 0, 2, np.zeros(8, dtype=np.int64), cw, 0)  # fast must be uint32

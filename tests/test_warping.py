@@ -313,6 +313,58 @@ def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     seed=st.integers(0, 2**32 - 1),
     padding=st.sampled_from(PADDINGS),
     dtype=st.sampled_from([np.float32, np.float64]),
+    scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6]),
+    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    workers=st.sampled_from([None, 1, 2, 3]),
+)
+def test_channel_last_forward_is_bitwise(seed, padding, dtype, scale, special, workers):
+    """The fused 2-D ``tri`` forward through channel-last copies (eight channels per vector,
+    ``_gather_tri_2d_channel_last``) equals the two-stage path bitwise: channel counts with
+    and without a remainder, sizes with position tails, NaN/inf offsets, the images split
+    over workers whole (1, 2, 3 buffers) or one after the other, or as the engine chooses."""
+    from warptheory import _engine_numba
+    from warptheory.kernels import get_kernel
+
+    rng = np.random.default_rng(seed)
+    spatial = tuple(int(v) for v in rng.integers(2, 40, size=2))
+    channels, batch = int(rng.integers(8, 26)), int(rng.integers(1, 6))
+    x, eps, _ = random_problem(seed, 2, dtype, offset_scale=scale, batch=batch, channels=channels, spatial=spatial)
+    if special is not None:
+        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    tri = get_kernel("tri")
+    assert _engine_numba._channel_last_workers(batch, channels, np.asarray(spatial), x.dtype.itemsize) >= 1
+    with pytest.MonkeyPatch.context() as patch:
+        if workers is not None:
+            patch.setattr(_engine_numba, "_channel_last_workers", lambda *args: workers)
+        channel_last = _engine_numba.warp(x, eps, tri, padding)
+    staged = _engine_numba.warp(x, eps, tri, padding, fused=False)
+    assert channel_last.dtype == staged.dtype and channel_last.tobytes() == staged.tobytes()
+
+
+def test_channel_last_forward_applies_where_it_should():
+    """Eight channels or more, images of at least 2 × 2 and a bounded copy; images split over
+    the threads only when that balances and each copy is small."""
+    from warptheory import _engine_numba
+
+    workers = _engine_numba._channel_last_workers
+    threads = numba.get_num_threads()
+    assert workers(threads, 7, (64, 64), 4) == 0
+    assert workers(threads, 8, (1, 64), 4) == 0
+    assert workers(threads, 8, (64, 1), 8) == 0
+    assert workers(1, 8, (4096, 4096), 4) == 0  # a 512 MB copy
+    assert workers(1, 16, (128, 128), 4) == 1
+    assert workers(threads, 16, (128, 128), 4) == threads
+    assert workers(4 * threads, 9, (32, 32), 8) == threads
+    assert workers(threads, 64, (512, 512), 4) == 1  # 64 MB: one shared copy
+    if threads > 1:
+        assert workers(threads + 1, 16, (128, 128), 4) == 1  # unbalanced
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    padding=st.sampled_from(PADDINGS),
+    dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6, 1e17]),
     special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
     need_dw=st.booleans(),

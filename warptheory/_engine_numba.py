@@ -53,7 +53,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._simd import corner_sums4, gather4, prefetch, scatter4
+from ._simd import corner_sums4, gather4, gather_channel_last8, prefetch, scatter4, transpose8x16
 
 __all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward"]
 
@@ -67,6 +67,16 @@ _BLOCK = 512
 # Prefetch distance of the 2-D fast paths, in positions (4 KB of float32 ahead; 768–3072
 # measured alike, without it the forward is 10–15 % slower with 8 images).
 _AHEAD = 1024
+
+# Channels per vector of the channel-last forward (eight float64 lanes: one AVX-512 register).
+_GROUP = 8
+# Largest channel-last copy of one image the forward makes (bytes; above it the plain
+# path runs, so the scratch stays bounded), and the largest for which the images are split
+# over the threads whole, each thread with its own copy (above it both threads share one
+# copy, which then stays in the shared cache).  Measured in bench/RESULTS.md, "Fourth pass":
+# up to 32 MB copies the channel-last path was still 1.1-2.5× faster than the plain one.
+_CHANNEL_LAST_BYTES = 64 * 2**20
+_WORKER_COPY_BYTES = 2 * 2**20
 
 # Axis-tap marker of a position whose offset is NaN or ±inf (axis 0 only).
 _UNDEFINED = np.int32(-(2**31))
@@ -547,6 +557,84 @@ def _gather_tri_2d(x, eps, spatial, padding, out):
         _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
 
 
+@numba.njit(cache=True, **_JIT)
+def _to_channel_last(xb, xt, start, stop):
+    """``xt[p, c] = xb[c, p]`` for positions ``start <= p < stop`` and the channels of ``xt``
+    (a multiple of :data:`_GROUP`)."""
+    for c in range(0, xt.shape[1], _GROUP):
+        p = start
+        while p + 16 <= stop:
+            transpose8x16(xb, xt, c, p)
+            p += 16
+        for tail in range(p, stop):
+            for k in range(c, c + _GROUP):
+                xt[tail, k] = xb[k, tail]
+
+
+@numba.njit(cache=True, **_JIT)
+def _gather_block_channel_last(xt, xb, yb, start, m, width, fast, cidx, cw):
+    """:func:`_gather_block` with the channels of ``xt`` (positions × channels, a copy of
+    the first ``xt.shape[1]`` channel planes) read eight at a time by
+    :func:`gather_channel_last8`, bitwise the same result.
+
+    The vector loop covers every position of the block's first ``m - m % 8``, the slow
+    ones with garbage that the slow pass then overwrites; the last few positions and the
+    channels beyond ``xt``'s take the channel-plane loops."""
+    grouped = xt.shape[1]
+    whole = m - m % 8
+    for c in range(0, grouped, _GROUP):
+        for j in range(0, whole, 8):
+            gather_channel_last8(xt, yb, c, start, width, fast, cw, j)
+    for n in range(0, grouped, 4):
+        _gather_slow4_2d(xb, yb, n, start, whole, fast, cidx, cw)
+        if whole < m:
+            _gather_channels(xb, yb, n, 4, start + whole, m - whole, width, fast[whole:], cidx[whole:], cw[whole:])
+    _gather_block(xb, yb, start, m, width, fast, cidx, cw, grouped)
+
+
+@numba.njit(parallel=True, cache=True, **_JIT)
+def _gather_tri_2d_channel_last(x, xt, eps, spatial, padding, out):
+    """:func:`_gather_tri_2d` reading the first ``xt.shape[2]`` channels from a channel-last
+    copy of each image, made in ``xt`` (workers × positions × channels) just before its
+    gather — bitwise the same result (``test_channel_last_forward_is_bitwise``).
+
+    With one worker buffer the images go one after the other, the copy and the gather
+    each parallel over positions; with several, worker ``k`` takes images ``k, k + K, ...``
+    whole, into its own buffer (one parallel region, and the copy stays in that core's
+    cache)."""
+    batch, channels, npos = out.shape
+    workers = xt.shape[0]
+    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    width = spatial[1]
+    if workers > 1:
+        for worker in prange(workers):
+            xtw = xt[worker]
+            fast = np.empty(_BLOCK, dtype=np.uint32)
+            cidx = np.empty((_BLOCK, 4), dtype=np.int64)
+            cw = np.empty((_BLOCK, 4), dtype=np.float64)
+            columns = np.empty((4, _BLOCK), dtype=np.float64)
+            for b in range(worker, batch, workers):
+                _to_channel_last(x[b], xtw, 0, npos)
+                for block in range(nblocks):
+                    _, start, stop = _block_of(block, nblocks, npos)
+                    _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
+                    _gather_block_channel_last(xtw, x[b], out[b], start, stop - start, width, fast, cidx, cw)
+        return
+    xt0 = xt[0]
+    for b in range(batch):
+        for block in prange(nblocks):
+            _, start, stop = _block_of(block, nblocks, npos)
+            _to_channel_last(x[b], xt0, start, stop)
+        for block in prange(nblocks):
+            _, start, stop = _block_of(block, nblocks, npos)
+            fast = np.empty(_BLOCK, dtype=np.uint32)
+            cidx = np.empty((_BLOCK, 4), dtype=np.int64)
+            cw = np.empty((_BLOCK, 4), dtype=np.float64)
+            columns = np.empty((4, _BLOCK), dtype=np.float64)
+            _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
+            _gather_block_channel_last(xt0, x[b], out[b], start, stop - start, width, fast, cidx, cw)
+
+
 @numba.njit(parallel=True, cache=True, **_JIT)
 def _gather(x, base, w, spatial, padding, out):
     """out[b,n,v] = Σ_c w_c(b,v) x[b,n,corner_c(b,v)]  (eq 2; eq 50 for unwarp)."""
@@ -567,10 +655,10 @@ def _gather(x, base, w, spatial, padding, out):
 
 
 @numba.njit(cache=True, **_JIT)
-def _gather_block(xb, yb, start, m, width, fast, cidx, cw):
-    """All channels of one expanded block of the gather."""
+def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
+    """Channels ``first ..`` of one expanded block of the gather."""
     channels = xb.shape[0]
-    n = 0
+    n = first
     while n < channels:
         # four channels per sweep share the block's index and weight loads
         count = 4 if n + 4 <= channels else 1
@@ -942,6 +1030,24 @@ def _apply_derivative(x, g, taps, eps, padding):
     return out
 
 
+def _channel_last_workers(batch, channels, spatial, itemsize):
+    """Worker buffers for :func:`_gather_tri_2d_channel_last`, or 0 where it does not apply.
+
+    It needs a whole group of eight channels and images of at least 2 × 2 (its vector loop
+    reads the four corners of every position), and a copy of at most
+    :data:`_CHANNEL_LAST_BYTES`.  Images are split over the threads whole when that
+    balances (the batch a multiple of the threads, or at least four per thread) and each
+    thread's copy is small (:data:`_WORKER_COPY_BYTES`); otherwise they are taken one
+    after the other."""
+    grouped = channels - channels % _GROUP
+    image = int(np.prod(spatial)) * grouped * itemsize
+    if grouped == 0 or min(spatial) < 2 or image > _CHANNEL_LAST_BYTES:
+        return 0
+    threads = numba.get_num_threads()
+    balanced = batch % threads == 0 or batch >= 4 * threads
+    return min(threads, batch) if balanced and image <= _WORKER_COPY_BYTES else 1
+
+
 def _is_builtin_tri(kernel):
     from .kernels import get_kernel
 
@@ -958,7 +1064,13 @@ def warp(x, eps, kernel, padding, fused=True):
         npos = int(np.prod(spatial))
         if npos < 2**31 - 1:
             out = np.empty(x.shape, dtype=x.dtype)
-            _gather_tri_2d(_flat(x), _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
+            workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize)
+            if workers:
+                grouped = x.shape[1] - x.shape[1] % _GROUP
+                xt = _scratch("channel_last", (workers, npos, grouped), x.dtype)
+                _gather_tri_2d_channel_last(_flat(x), xt, _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
+            else:
+                _gather_tri_2d(_flat(x), _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
             return out
     return _apply_gather(x, _taps(eps, kernel, padding, True, False), padding)
 

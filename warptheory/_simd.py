@@ -36,7 +36,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["gather4", "corner_sums4", "scatter4", "prefetch"]
+__all__ = ["gather4", "corner_sums4", "scatter4", "prefetch", "transpose8x16", "gather_channel_last8"]
 
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
@@ -239,6 +239,128 @@ def scatter4(typingctx, acc, a, gb, n, pos, q, width, cw, j):
             top = planes.offset(builder.add(a64, _I64(k)), q64)
             for start, w in ((top, top_w), (builder.add(top, w64), bottom_w)):
                 planes.store(start, builder.call(fma, [w, h, planes.load(start, lanes=2)]))
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+def _transpose8(builder, rows):
+    """Eight vectors of eight lanes (rows of a matrix) -> its eight columns.
+
+    The classic three-stage shuffle network (pairs, quads, halves): 24 two-source shuffles,
+    which LLVM lowers to unpack / shuffle / permute instructions."""
+    pairs_lo, pairs_hi = _mask([0, 8, 1, 9, 4, 12, 5, 13]), _mask([2, 10, 3, 11, 6, 14, 7, 15])
+    quads_lo, quads_hi = _mask([0, 1, 8, 9, 4, 5, 12, 13]), _mask([2, 3, 10, 11, 6, 7, 14, 15])
+    halves_lo, halves_hi = _mask([0, 1, 2, 3, 8, 9, 10, 11]), _mask([4, 5, 6, 7, 12, 13, 14, 15])
+    t = []
+    for i in range(0, 8, 2):
+        t += [builder.shuffle_vector(rows[i], rows[i + 1], pairs_lo), builder.shuffle_vector(rows[i], rows[i + 1], pairs_hi)]
+    s = []
+    for i in (0, 4):
+        s += [
+            builder.shuffle_vector(t[i], t[i + 2], quads_lo),
+            builder.shuffle_vector(t[i], t[i + 2], quads_hi),
+            builder.shuffle_vector(t[i + 1], t[i + 3], quads_lo),
+            builder.shuffle_vector(t[i + 1], t[i + 3], quads_hi),
+        ]
+    columns = [None] * 8
+    for c in range(4):
+        columns[c] = builder.shuffle_vector(s[c], s[c + 4], halves_lo)
+        columns[c + 4] = builder.shuffle_vector(s[c], s[c + 4], halves_hi)
+    return columns
+
+
+def _vector_pointer(builder, matrix, flat, lanes):
+    return builder.bitcast(matrix.pointer(flat), ir.VectorType(matrix.elem, lanes).as_pointer())
+
+
+@intrinsic
+def transpose8x16(typingctx, src, dst, row, col):
+    """``dst[col + j, row + i] = src[row + i, col + j]`` for i < 8, j < 16: eight channel rows
+    of 16 positions become 16 position rows of eight channels (64-byte loads in float32, one
+    cache line, so that a row's line is not read twice)."""
+    if not (_c_matrix(src, _FLOATS) and _c_matrix(dst, _FLOATS) and src.dtype == dst.dtype and _integers(row, col)):
+        return None
+    signature = types.none(src, dst, row, col)
+
+    def codegen(context, builder, sig, args):
+        s = _Matrix(context, builder, sig.args[0], args[0])
+        d = _Matrix(context, builder, sig.args[1], args[1])
+        r, c = (_int64(builder, v, t) for v, t in zip(args[2:], sig.args[2:]))
+        align = 4 if s.is_float32 else 8
+        rows = [
+            builder.load(_vector_pointer(builder, s, s.offset(builder.add(r, _I64(i)), c), 16), align=align)
+            for i in range(8)
+        ]
+        for half in range(2):
+            lanes = _mask(list(range(8 * half, 8 * half + 8)))
+            columns = _transpose8(builder, [builder.shuffle_vector(v, v, lanes) for v in rows])
+            for j in range(8):
+                at = d.offset(builder.add(c, _I64(8 * half + j)), r)
+                builder.store(columns[j], _vector_pointer(builder, d, at, 8), align=align)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def gather_channel_last8(typingctx, xt, yb, first, start, width, fast, cw, j):
+    """``yb[first + c, start + j + i] = Σ_k cw[j + i, k] xt[corner_k(j + i), first + c]`` for
+    c, i < 8: eight positions × eight channels of the 2-D bilinear gather from a
+    channel-last copy ``xt`` (positions × channels) of the channel planes.
+
+    Per position the four corners ``q, q+1, q+W, q+W+1`` (``q = fast[j + i]``) are four
+    eight-channel vector loads, weighted and summed as in :func:`gather4`,
+    ``(w0 x0 + w1 x1) + (w2 x2 + w3 x3)`` in float64 and rounded once, so the result is
+    bitwise that of :func:`gather4`; an 8 × 8 transpose in registers then stores each
+    channel's eight positions with one vector store.  A position whose ``fast`` entry is
+    the slow marker is computed from corner 0 instead (any finite garbage, always inside
+    the lattice when both sizes are >= 2); the caller overwrites it afterwards."""
+    if not (
+        _c_matrix(xt, _FLOATS)
+        and _c_matrix(yb, _FLOATS)
+        and yb.dtype == xt.dtype
+        and isinstance(fast, types.Array) and fast.ndim == 1 and fast.layout == "C" and fast.dtype == types.uint32
+        and _c_matrix(cw, (types.float64,))
+        and _integers(first, start, width, j)
+    ):
+        return None
+    signature = types.none(xt, yb, first, start, width, fast, cw, j)
+
+    def codegen(context, builder, sig, args):
+        x = _Matrix(context, builder, sig.args[0], args[0])
+        y = _Matrix(context, builder, sig.args[1], args[1])
+        weights = _Matrix(context, builder, sig.args[6], args[6])
+        bases = context.make_array(sig.args[5])(context, builder, args[5]).data
+        first64, start64, w64, j64 = (
+            _int64(builder, v, t) for v, t in zip(args[2:5] + args[7:], sig.args[2:5] + sig.args[7:])
+        )
+        slow = ir.Constant(_I32, 0xFFFFFFFF)
+        align = 4 if x.is_float32 else 8
+        wide = ir.VectorType(_F64, 8)
+        # numba's fastmath pass flags every unflagged float instruction "contract", and here
+        # (unlike gather4, whose shuffles separate them) an fmul feeds an fadd directly: the
+        # fence keeps LLVM from fusing them into a multiply-add that rounds once less
+        fence = cgutils.get_or_insert_function(builder.module, ir.FunctionType(wide, [wide]), "llvm.arithmetic.fence.v8f64")
+        rows = []
+        for i in range(8):
+            position = builder.add(j64, _I64(i))
+            q = builder.load(builder.gep(bases, [position], inbounds=True), align=4)
+            q = builder.zext(builder.select(builder.icmp_unsigned("==", q, slow), _I32(0), q), _I64)
+            w = weights.load(weights.offset(position, _I64(0)), lanes=4)
+            terms = []
+            for k, corner in enumerate((q, builder.add(q, _I64(1)), builder.add(q, w64), builder.add(builder.add(q, w64), _I64(1)))):
+                channels = builder.load(_vector_pointer(builder, x, x.offset(corner, first64), 8), align=align)
+                if x.is_float32:
+                    channels = builder.fpext(channels, wide)
+                product = builder.fmul(channels, _splat(builder, builder.extract_element(w, _I32(k)), 8))
+                terms.append(builder.call(fence, [product]))
+            total = builder.fadd(builder.fadd(terms[0], terms[1]), builder.fadd(terms[2], terms[3]))
+            rows.append(builder.fptrunc(total, ir.VectorType(y.elem, 8)) if y.is_float32 else total)
+        position = builder.add(start64, j64)
+        for c, column in enumerate(_transpose8(builder, rows)):
+            at = y.offset(builder.add(first64, _I64(c)), position)
+            builder.store(column, _vector_pointer(builder, y, at, 8), align=align)
         return context.get_dummy_value()
 
     return signature, codegen
