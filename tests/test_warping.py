@@ -308,7 +308,7 @@ def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     assert fused.dtype == staged.dtype and fused.tobytes() == staged.tobytes()
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=80)
 @given(
     seed=st.integers(0, 2**32 - 1),
     padding=st.sampled_from(PADDINGS),
@@ -316,29 +316,39 @@ def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6]),
     special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
     workers=st.sampled_from([None, 1, 2, 3]),
+    kernel=st.sampled_from(["tri", "cos", "user"]),
+    operation=st.sampled_from(["warp", "unwarp_backward"]),
 )
-def test_channel_last_forward_is_bitwise(seed, padding, dtype, scale, special, workers):
-    """The fused 2-D ``tri`` forward through channel-last copies (eight channels per vector,
-    ``_gather_tri_2d_channel_last``) equals the two-stage path bitwise: channel counts with
-    and without a remainder, sizes with position tails, NaN/inf offsets, the images split
-    over workers whole (1, 2, 3 buffers) or one after the other, or as the engine chooses."""
+def test_channel_last_gather_is_bitwise(seed, padding, dtype, scale, special, workers, kernel, operation):
+    """2-D gathers through channel-last copies (eight channels per vector,
+    ``_gather_2d_channel_last``) equal the plain two-stage path bitwise: the fused ``tri``
+    forward, other kernels' forward and unwarp's grad_x (eq 50); channel counts with and
+    without a remainder, sizes with position tails, NaN/inf offsets, the images split over
+    workers whole (1, 2, 3 buffers) or one after the other, or as the engine chooses."""
     from warptheory import _engine_numba
     from warptheory.kernels import get_kernel
 
     rng = np.random.default_rng(seed)
     spatial = tuple(int(v) for v in rng.integers(2, 40, size=2))
     channels, batch = int(rng.integers(8, 26)), int(rng.integers(1, 6))
-    x, eps, _ = random_problem(seed, 2, dtype, offset_scale=scale, batch=batch, channels=channels, spatial=spatial)
+    x, eps, g = random_problem(seed, 2, dtype, offset_scale=scale, batch=batch, channels=channels, spatial=spatial)
     if special is not None:
         eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
-    tri = get_kernel("tri")
+    phi = USER_KERNEL if kernel == "user" else get_kernel(kernel)
     assert _engine_numba._channel_last_workers(batch, channels, np.asarray(spatial), x.dtype.itemsize) >= 1
+
+    def run(channel_last):
+        if operation == "warp":
+            return _engine_numba.warp(x, eps, phi, padding, fused=channel_last)
+        taps = _engine_numba._taps(eps, phi, padding, True, False, fused=channel_last)
+        return _engine_numba._apply_gather(g, taps, padding, channel_last=channel_last)
+
     with pytest.MonkeyPatch.context() as patch:
         if workers is not None:
             patch.setattr(_engine_numba, "_channel_last_workers", lambda *args: workers)
-        channel_last = _engine_numba.warp(x, eps, tri, padding)
-    staged = _engine_numba.warp(x, eps, tri, padding, fused=False)
-    assert channel_last.dtype == staged.dtype and channel_last.tobytes() == staged.tobytes()
+        ours = run(True)
+    plain = run(False)
+    assert ours.dtype == plain.dtype and ours.tobytes() == plain.tobytes()
 
 
 def test_channel_last_forward_applies_where_it_should():

@@ -592,11 +592,22 @@ def _gather_block_channel_last(xt, xb, yb, start, m, width, fast, cidx, cw):
     _gather_block(xb, yb, start, m, width, fast, cidx, cw, grouped)
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns):
+    """A 2-D gather block's corners: from ``eps`` for the built-in ``tri`` (``base`` empty,
+    :func:`_tri_block_2d`), else from the tap arrays (:func:`_expand_block_2d`)."""
+    if base.shape[0] == 0:
+        _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
+    else:
+        _expand_block_2d(base, w, b, start, stop, spatial, padding, True, fast, cidx, cw)
+
+
 @numba.njit(parallel=True, cache=True, **_JIT)
-def _gather_tri_2d_channel_last(x, xt, eps, spatial, padding, out):
-    """:func:`_gather_tri_2d` reading the first ``xt.shape[2]`` channels from a channel-last
-    copy of each image, made in ``xt`` (workers × positions × channels) just before its
-    gather — bitwise the same result (``test_channel_last_forward_is_bitwise``).
+def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
+    """The 2-D gather (:func:`_gather_tri_2d` with ``base`` empty, else :func:`_gather`)
+    reading the first ``xt.shape[2]`` channels from a channel-last copy of each image, made
+    in ``xt`` (workers × positions × channels) just before its gather — bitwise the same
+    result (``test_channel_last_gather_is_bitwise``).
 
     With one worker buffer the images go one after the other, the copy and the gather
     each parallel over positions; with several, worker ``k`` takes images ``k, k + K, ...``
@@ -617,7 +628,7 @@ def _gather_tri_2d_channel_last(x, xt, eps, spatial, padding, out):
                 _to_channel_last(x[b], xtw, 0, npos)
                 for block in range(nblocks):
                     _, start, stop = _block_of(block, nblocks, npos)
-                    _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
+                    _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns)
                     _gather_block_channel_last(xtw, x[b], out[b], start, stop - start, width, fast, cidx, cw)
         return
     xt0 = xt[0]
@@ -631,7 +642,7 @@ def _gather_tri_2d_channel_last(x, xt, eps, spatial, padding, out):
             cidx = np.empty((_BLOCK, 4), dtype=np.int64)
             cw = np.empty((_BLOCK, 4), dtype=np.float64)
             columns = np.empty((4, _BLOCK), dtype=np.float64)
-            _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
+            _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns)
             _gather_block_channel_last(xt0, x[b], out[b], start, stop - start, width, fast, cidx, cw)
 
 
@@ -1005,10 +1016,16 @@ def _flat(a):
     return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
 
 
-def _apply_gather(x, taps, padding):
+def _apply_gather(x, taps, padding, channel_last=True):
     spatial, base, w, _ = taps
     out = np.empty(x.shape, dtype=x.dtype)
-    _gather(_flat(x), base, w, spatial, PADDING_CODES[padding], _flat(out))
+    workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize) if channel_last else 0
+    if workers and base.shape[1] == 2:
+        xt = _scratch("channel_last", (workers, base.shape[2], x.shape[1] - x.shape[1] % _GROUP), x.dtype)
+        eps_unused = np.empty((0, 0, 0), dtype=x.dtype)
+        _gather_2d_channel_last(_flat(x), xt, eps_unused, base, w, spatial, PADDING_CODES[padding], _flat(out))
+    else:
+        _gather(_flat(x), base, w, spatial, PADDING_CODES[padding], _flat(out))
     return out
 
 
@@ -1031,7 +1048,7 @@ def _apply_derivative(x, g, taps, eps, padding):
 
 
 def _channel_last_workers(batch, channels, spatial, itemsize):
-    """Worker buffers for :func:`_gather_tri_2d_channel_last`, or 0 where it does not apply.
+    """Worker buffers for :func:`_gather_2d_channel_last`, or 0 where it does not apply.
 
     It needs a whole group of eight channels and images of at least 2 × 2 (its vector loop
     reads the four corners of every position), and a copy of at most
@@ -1057,22 +1074,28 @@ def _is_builtin_tri(kernel):
 def warp(x, eps, kernel, padding, fused=True):
     """Eq 2 (see :func:`warptheory.warping.warp`).
 
-    Bilinear 2-D warps (the built-in ``tri``) take the fused path :func:`_gather_tri_2d`
-    unless ``fused`` is false; the result is bitwise the same."""
-    if fused and eps.shape[1] == 2 and _is_builtin_tri(kernel):
+    Bilinear 2-D warps (the built-in ``tri``) compute their taps inside each gather block,
+    and 2-D gathers with eight channels or more read them from channel-last copies
+    (:func:`_gather_2d_channel_last`); ``fused=False`` takes the plain two-stage path
+    instead (tap arrays, then :func:`_gather`).  The result is bitwise the same."""
+    d = eps.shape[1]
+    if fused and d == 2 and _is_builtin_tri(kernel):
         spatial = np.asarray(eps.shape[2:], dtype=np.int64)
         npos = int(np.prod(spatial))
         if npos < 2**31 - 1:
             out = np.empty(x.shape, dtype=x.dtype)
             workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize)
             if workers:
-                grouped = x.shape[1] - x.shape[1] % _GROUP
-                xt = _scratch("channel_last", (workers, npos, grouped), x.dtype)
-                _gather_tri_2d_channel_last(_flat(x), xt, _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
+                xt = _scratch("channel_last", (workers, npos, x.shape[1] - x.shape[1] % _GROUP), x.dtype)
+                no_taps = np.empty((0, 0, 0), dtype=np.int32)
+                no_weights = np.empty((0, 0, 0, 0), dtype=np.float64)
+                _gather_2d_channel_last(
+                    _flat(x), xt, _flat(eps), no_taps, no_weights, spatial, PADDING_CODES[padding], _flat(out)
+                )
             else:
                 _gather_tri_2d(_flat(x), _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
             return out
-    return _apply_gather(x, _taps(eps, kernel, padding, True, False), padding)
+    return _apply_gather(x, _taps(eps, kernel, padding, True, False, fused), padding, channel_last=fused)
 
 
 def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
