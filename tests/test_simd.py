@@ -15,7 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba.core.errors import TypingError
 
-from warptheory._simd import corner_sums4, gather4, gather_channel_last8, prefetch, scatter4, transpose8x16
+from warptheory._simd import (
+    corner_sums4,
+    from_channel_last8,
+    gather4,
+    gather_channel_last8,
+    prefetch,
+    scatter4,
+    scatter_channel_last16,
+    transpose8x16,
+)
 
 
 @numba.njit(cache=False)
@@ -43,6 +52,28 @@ def _run_transpose8x16(src, dst, row, col):
 @numba.njit(cache=False, fastmath={"contract"})
 def _run_gather_channel_last8(xt, yb, first, start, width, fast, cw, j):
     gather_channel_last8(xt, yb, first, start, width, fast, cw, j)
+
+
+@numba.njit(cache=False, fastmath={"contract"})
+def _run_scatter_channel_last16(acc, column, gb, first, start, j, width, fast, cidx, cw):
+    scatter_channel_last16(acc, column, gb, first, start, j, width, fast, cidx, cw)
+
+
+@numba.njit(cache=False)
+def _run_from_channel_last8(acc, column, yb, first, pos):
+    from_channel_last8(acc, column, yb, first, pos)
+
+
+@numba.njit(cache=False, fastmath={"contract"})
+def _scalar_scatter_channel_last(acc, column, gb, first, start, j, width, fast, cidx, cw):
+    """The scatter's scalar loop on a channel-last accumulator: one FMA per element, in
+    (position, corner) order."""
+    for i in range(16):
+        q = np.int64(fast[j + i])
+        for c in range(4):
+            row = cidx[j + i, c] if fast[j + i] == 0xFFFFFFFF else q + (c & 1) + (width if c >= 2 else 0)
+            for k in range(8):
+                acc[row, column + k] += cw[j + i, c] * np.float64(gb[first + k, start + j + i])
 
 
 @numba.njit(cache=False, fastmath={"contract"})
@@ -215,6 +246,53 @@ def test_gather_channel_last8_matches_pairwise_float64_sum(seed, dtype, width, g
         assert yb[first:first + 8, start + j + i].tobytes() == want.tobytes()
     untouched = np.ones(yb.shape, dtype=bool)
     untouched[first:first + 8, start + j:start + j + 8] = False
+    assert np.all(np.isnan(yb[untouched]))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    width=st.integers(2, 9),
+    overlap=st.booleans(),
+)
+def test_scatter_channel_last16_matches_scalar_fma_loop(seed, dtype, width, overlap):
+    """16 positions × 8 channels into a channel-last accumulator: bitwise the scalar FMA loop
+    in the same order (also when positions share corners: ``overlap`` puts them all on a
+    few cells), slow positions through their listed corners."""
+    rng = np.random.default_rng(seed)
+    height = 4
+    npos = height * width
+    channels = 8 * int(rng.integers(1, 3))
+    gb = rng.normal(size=(channels, npos + 24)).astype(dtype)
+    cw = rng.uniform(-1, 1, size=(20, 4))
+    cells = rng.integers(0, 2, size=20) if overlap else rng.integers(0, (height - 1) * (width - 1), size=20)
+    fast = ((cells // (width - 1)) * width + cells % (width - 1)).astype(np.uint32)
+    slow = rng.random(20) < 0.2
+    fast[slow] = np.uint32(0xFFFFFFFF)
+    cidx = rng.integers(0, npos + 1, size=(20, 4)).astype(np.int64)
+    start = rng.normal(size=(npos + 1, 16))
+    ours, scalar = start.copy(), start.copy()
+    column, first = 8 * int(rng.integers(0, 2)), 8 * int(rng.integers(0, channels // 8))
+    begin, j = int(rng.integers(0, 8)), int(rng.integers(0, 4))
+    _run_scatter_channel_last16(ours, column, gb, first, begin, j, width, fast, cidx, cw)
+    _scalar_scatter_channel_last(scalar, column, gb, first, begin, j, width, fast, cidx, cw)
+    assert ours.tobytes() == scalar.tobytes()
+
+
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]))
+def test_from_channel_last8_is_a_rounded_transpose(seed, dtype):
+    """yb[first + c, pos + i] = acc[pos + i, column + c] rounded once to yb's dtype, nothing else written."""
+    rng = np.random.default_rng(seed)
+    acc = rng.normal(size=(30, 16))
+    yb = np.full((16, 30), np.nan, dtype=dtype)
+    column, first, pos = 8 * int(rng.integers(0, 2)), 8 * int(rng.integers(0, 2)), int(rng.integers(0, 23))
+    _run_from_channel_last8(acc, column, yb, first, pos)
+    block = (slice(first, first + 8), slice(pos, pos + 8))
+    assert yb[block].tobytes() == acc[pos:pos + 8, column:column + 8].T.astype(dtype).tobytes()
+    untouched = np.ones(yb.shape, dtype=bool)
+    untouched[block] = False
     assert np.all(np.isnan(yb[untouched]))
 
 

@@ -351,6 +351,55 @@ def test_channel_last_gather_is_bitwise(seed, padding, dtype, scale, special, wo
     assert ours.dtype == plain.dtype and ours.tobytes() == plain.tobytes()
 
 
+@settings(deadline=None, max_examples=60)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    padding=st.sampled_from(PADDINGS),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6]),
+    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    workers=st.sampled_from([None, 1, 2, 3]),
+    kernel=st.sampled_from(["tri", "cos", "user"]),
+)
+def test_channel_last_scatter_is_bitwise(seed, padding, dtype, scale, special, workers, kernel):
+    """The 2-D scatter (eq 3: warp's grad_x; eq 49: unwarp) through channel-last float64
+    accumulators (``_scatter_2d_channel_last``) equals the plain channel-plane scatter
+    bitwise: the same fused multiply-adds reach every element in the same order, so this
+    also pins grad_x's determinism to the plain path's.  Channel remainders, position
+    tails, thin images, NaN/inf offsets, 1–3 workers or the engine's choice."""
+    from warptheory import _engine_numba
+    from warptheory.kernels import get_kernel
+
+    rng = np.random.default_rng(seed)
+    spatial = tuple(int(v) for v in rng.integers(1, 40, size=2))
+    channels, batch = int(rng.integers(8, 26)), int(rng.integers(1, 6))
+    _, eps, g = random_problem(seed, 2, dtype, offset_scale=scale, batch=batch, channels=channels, spatial=spatial)
+    if special is not None:
+        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    phi = USER_KERNEL if kernel == "user" else get_kernel(kernel)
+    taps = _engine_numba._taps(eps, phi, padding, True, False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_engine_numba, "_scatter_workers", lambda *args: workers or min(batch, 2))
+        ours = _engine_numba._apply_scatter(g, taps, padding)
+    plain = _engine_numba._apply_scatter(g, taps, padding, channel_last=False)
+    assert ours.dtype == plain.dtype and ours.tobytes() == plain.tobytes()
+
+
+def test_channel_last_scatter_applies_where_it_should():
+    """2-D only, eight channels or more, tasks that balance over the threads, bounded scratch."""
+    from warptheory import _engine_numba
+
+    workers = _engine_numba._scatter_workers
+    threads = numba.get_num_threads()
+    assert workers(threads, 7, (64, 64)) == 0
+    assert workers(threads, 16, (64,)) == 0
+    assert workers(threads, 16, (8, 8, 8)) == 0
+    assert workers(threads, 16, (128, 128)) == threads
+    assert workers(threads, 8, (4096, 4096)) == 0  # 1 GB of accumulators
+    if threads > 1:
+        assert workers(1, 8 * threads + 8, (64, 64)) == 0  # unbalanced: threads + 1 tasks
+
+
 def test_channel_last_forward_applies_where_it_should():
     """Eight channels or more, images of at least 2 × 2 and a bounded copy; images split over
     the threads only when that balances and each copy is small."""

@@ -36,7 +36,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["gather4", "corner_sums4", "scatter4", "prefetch", "transpose8x16", "gather_channel_last8"]
+__all__ = [
+    "gather4", "corner_sums4", "scatter4", "prefetch",
+    "transpose8x16", "gather_channel_last8", "scatter_channel_last16", "from_channel_last8",
+]
 
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
@@ -361,6 +364,94 @@ def gather_channel_last8(typingctx, xt, yb, first, start, width, fast, cw, j):
         for c, column in enumerate(_transpose8(builder, rows)):
             at = y.offset(builder.add(first64, _I64(c)), position)
             builder.store(column, _vector_pointer(builder, y, at, 8), align=align)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def scatter_channel_last16(typingctx, acc, column, gb, first, start, j, width, fast, cidx, cw):
+    """``acc[corner_k(j + i), column + c] ← fma(cw[j + i, k], gb[first + c, start + j + i], ·)``
+    for positions i < 16 in increasing order, corners k in order, channels c < 8: the
+    2-D scatter into a channel-last float64 accumulator (positions × channels).
+
+    Every element receives exactly the fused multiply-adds of :func:`scatter4` and the
+    engine's scalar loop, in the same (position, corner) order, so the sums are bitwise
+    theirs.  ``gb`` is read as eight channel rows of 16 positions (one cache line each in
+    float32) and transposed in registers.  A position's corners are ``q, q+1, q+W, q+W+1``
+    for ``q = fast[j + i]``, or ``cidx[j + i, k]`` when ``fast`` holds the slow marker
+    (the caller points outside taps at a spare row)."""
+    if not (
+        _c_matrix(acc, (types.float64,))
+        and _c_matrix(gb, _FLOATS)
+        and isinstance(fast, types.Array) and fast.ndim == 1 and fast.layout == "C" and fast.dtype == types.uint32
+        and _c_matrix(cidx, (types.int64,))
+        and _c_matrix(cw, (types.float64,))
+        and _integers(column, first, start, j, width)
+    ):
+        return None
+    signature = types.none(acc, column, gb, first, start, j, width, fast, cidx, cw)
+
+    def codegen(context, builder, sig, args):
+        sums = _Matrix(context, builder, sig.args[0], args[0])
+        column64 = _int64(builder, args[1], sig.args[1])
+        g = _Matrix(context, builder, sig.args[2], args[2])
+        corners = _Matrix(context, builder, sig.args[8], args[8])
+        weights = _Matrix(context, builder, sig.args[9], args[9])
+        bases = context.make_array(sig.args[7])(context, builder, args[7]).data
+        first64, start64, j64, w64 = (_int64(builder, v, t) for v, t in zip(args[3:7], sig.args[3:7]))
+        wide = ir.VectorType(_F64, 8)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(wide, [wide, wide, wide]), "llvm.fma.v8f64")
+        slow = ir.Constant(_I32, 0xFFFFFFFF)
+        align = 4 if g.is_float32 else 8
+        position = builder.add(start64, j64)
+        rows = [
+            builder.load(_vector_pointer(builder, g, g.offset(builder.add(first64, _I64(c)), position), 16), align=align)
+            for c in range(8)
+        ]
+        for half in range(2):
+            lanes = _mask(list(range(8 * half, 8 * half + 8)))
+            columns = _transpose8(builder, [builder.shuffle_vector(v, v, lanes) for v in rows])
+            for i in range(8):
+                value = builder.fpext(columns[i], wide) if g.is_float32 else columns[i]
+                at = builder.add(j64, _I64(8 * half + i))
+                q32 = builder.load(builder.gep(bases, [at], inbounds=True), align=4)
+                is_slow = builder.icmp_unsigned("==", q32, slow)
+                q = builder.zext(q32, _I64)
+                w = weights.load(weights.offset(at, _I64(0)), lanes=4)
+                for k, offset in enumerate((_I64(0), _I64(1), w64, builder.add(w64, _I64(1)))):
+                    listed = builder.load(corners.pointer(corners.offset(at, _I64(k))), align=8)
+                    row = builder.select(is_slow, listed, builder.add(q, offset))
+                    pointer = _vector_pointer(builder, sums, sums.offset(row, column64), 8)
+                    total = builder.call(fma, [_splat(builder, builder.extract_element(w, _I32(k)), 8), value, builder.load(pointer, align=8)])
+                    builder.store(total, pointer, align=8)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def from_channel_last8(typingctx, acc, column, yb, first, pos):
+    """``yb[first + c, pos + i] = acc[pos + i, column + c]`` rounded to yb's dtype, for c, i < 8:
+    eight positions × eight channels of a channel-last float64 accumulator back into
+    channel rows."""
+    if not (_c_matrix(acc, (types.float64,)) and _c_matrix(yb, _FLOATS) and _integers(column, first, pos)):
+        return None
+    signature = types.none(acc, column, yb, first, pos)
+
+    def codegen(context, builder, sig, args):
+        sums = _Matrix(context, builder, sig.args[0], args[0])
+        y = _Matrix(context, builder, sig.args[2], args[2])
+        column64, first64, pos64 = (_int64(builder, v, t) for v, t in zip(args[1:2] + args[3:], sig.args[1:2] + sig.args[3:]))
+        rows = [
+            builder.load(_vector_pointer(builder, sums, sums.offset(builder.add(pos64, _I64(i)), column64), 8), align=8)
+            for i in range(8)
+        ]
+        if y.is_float32:
+            rows = [builder.fptrunc(v, ir.VectorType(y.elem, 8)) for v in rows]
+        for c, column in enumerate(_transpose8(builder, rows)):
+            at = y.offset(builder.add(first64, _I64(c)), pos64)
+            builder.store(column, _vector_pointer(builder, y, at, 8), align=4 if y.is_float32 else 8)
         return context.get_dummy_value()
 
     return signature, codegen
