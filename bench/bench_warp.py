@@ -123,7 +123,7 @@ def main(argv=None):
     src = np.ones(moved // 4, dtype=np.float32)
     dst = np.empty_like(src)
     t_floor_one = timeit(lambda: np.copyto(dst, src), args.repeats)
-    rows.append(("memory floor (copy, 1 thr)", t_floor_one))
+    rows.append(("memory floor (numpy, 1 thr)", t_floor_one))
 
     @numba.njit(parallel=True)
     def parallel_copy(dst, src, chunks):
@@ -132,7 +132,7 @@ def main(argv=None):
             dst[chunk * step:(chunk + 1) * step] = src[chunk * step:(chunk + 1) * step]
 
     t_floor = timeit(lambda: parallel_copy(dst, src, 4 * threads), args.repeats)
-    rows.append((f"memory floor (copy, {threads} thr)", t_floor))
+    rows.append((f"memory floor (numba, {threads} thr)", t_floor))
 
     print(f"warp benchmark: B={B} N={N} {H}x{W} float32 tri zeros, threads={threads}, "
           f"{platform.processor() or platform.machine()}, cpus={os.cpu_count()}, "

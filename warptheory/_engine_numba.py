@@ -26,6 +26,15 @@ Same interface and conventions as the reference :mod:`warptheory._engine_numpy`
    the loaded value, so x itself is never copied or padded).  The tap arrays are
    per-thread scratch reused across calls (:func:`_scratch`).
 
+In 2-D with eight channels or more the gathers and the scatter work channel-last, eight
+channels per vector (:mod:`warptheory._simd`): the gather (:func:`_gather_2d_channel_last`)
+copies each image to positions × channels first and reads a corner's eight channels with one
+load; the scatter (:func:`_scatter_2d_channel_last`) accumulates each group of eight channels
+in a positions × 8 float64 buffer; 8 × 8 register transposes bring results back to channel
+planes.  The float64 operations and their order are those of the plane loops, so the results
+are bitwise theirs (``fused=False`` in :func:`warp`, ``channel_last=False`` in the helpers
+select the plane loops, for the tests).
+
 Bilinear 2-D (the built-in ``tri``, by far the most used case) has two specialisations,
 each bitwise equal to the generic code above and tested so: the forward computes the
 taps inside each gather block (:func:`_gather_tri_2d`, no tap arrays), and the backward's

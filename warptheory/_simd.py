@@ -25,9 +25,25 @@ Numerics (the reason each one is written as it is):
   each element is unchanged).  Gain 4–5 % (bench/RESULTS.md); neighbouring positions whose
   pairs overlap partly defeat store forwarding, which limits it.
 
-All three take C-contiguous 2-D arrays (channel planes, or the block scratch) and do not
-check indices: the callers only use them on fast-path positions, whose four corners are
-inside the lattice by construction.
+The channel-last intrinsics work on eight channels per vector (``<8 x double>``, one AVX-512
+register) and transpose 8 × 8 blocks in registers:
+
+* :func:`transpose8x16` copies eight channel rows of 16 positions into channel-last order;
+* :func:`gather_channel_last8` is :func:`gather4`'s sum for eight positions × eight channels
+  from a channel-last copy, bitwise (an arithmetic fence stops numba's ``contract`` flag from
+  fusing its products into the sums: with no shuffle in between, LLVM otherwise would);
+* :func:`scatter_channel_last16` makes :func:`scatter4`'s fused multiply-adds into a
+  channel-last accumulator, in the same order per element; :func:`from_channel_last8`
+  transposes the accumulator back and rounds once.
+
+Without AVX-512 LLVM splits the wide vectors into narrower ones; the operations, and so the
+results, stay the same.
+
+All of them take C-contiguous 2-D arrays (channel planes, or the block scratch) and do not
+check indices: the callers pass fast-path positions, whose four corners are inside the lattice
+by construction; the channel-last ones also get slow positions, for which they read corner 0
+(inside when both sizes are >= 2, which the engine requires) or, in the scatter, the listed
+corners, which the engine points at a spare row when outside.
 """
 from __future__ import annotations
 
