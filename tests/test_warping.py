@@ -53,6 +53,16 @@ problems = st.tuples(
 )
 
 
+# an offset planted at about one position in seven: undefined (NaN, ±inf) or exactly on a kink
+SPECIAL_OFFSETS = st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0])
+
+
+def plant_special_offsets(rng, eps, special):
+    """Set about a seventh of ``eps``'s entries, at random, to ``special`` (unless None)."""
+    if special is not None:
+        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+
+
 def assert_close_to_reference(actual, expected, dtype):
     """Both engines accumulate in float64 and round once to ``dtype``, so float32 results may
     differ by one rounding of each (2 ulp of the value); float64 results differ only by the
@@ -289,7 +299,7 @@ def test_grad_x_deterministic():
     padding=st.sampled_from(PADDINGS),
     dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6]),
-    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    special=SPECIAL_OFFSETS,
 )
 def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     """The Numba engine's fused 2-D ``tri`` forward (taps computed inside each block) equals the
@@ -300,8 +310,7 @@ def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     rng = np.random.default_rng(seed)
     spatial = tuple(int(v) for v in rng.integers(1, 40, size=2))
     x, eps, _ = random_problem(seed, 2, dtype, offset_scale=scale, batch=2, channels=int(rng.integers(1, 10)), spatial=spatial)
-    if special is not None:
-        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    plant_special_offsets(rng, eps, special)
     tri = get_kernel("tri")
     fused = _engine_numba.warp(x, eps, tri, padding)
     staged = _engine_numba.warp(x, eps, tri, padding, fused=False)
@@ -314,7 +323,7 @@ def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     padding=st.sampled_from(PADDINGS),
     dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6]),
-    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    special=SPECIAL_OFFSETS,
     workers=st.sampled_from([None, 1, 2, 3]),
     kernel=st.sampled_from(["tri", "cos", "user"]),
     operation=st.sampled_from(["warp", "unwarp_backward"]),
@@ -332,8 +341,7 @@ def test_channel_last_gather_is_bitwise(seed, padding, dtype, scale, special, wo
     spatial = tuple(int(v) for v in rng.integers(2, 40, size=2))
     channels, batch = int(rng.integers(8, 26)), int(rng.integers(1, 6))
     x, eps, g = random_problem(seed, 2, dtype, offset_scale=scale, batch=batch, channels=channels, spatial=spatial)
-    if special is not None:
-        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    plant_special_offsets(rng, eps, special)
     phi = USER_KERNEL if kernel == "user" else get_kernel(kernel)
     assert _engine_numba._channel_last_workers(batch, channels, np.asarray(spatial), x.dtype.itemsize) >= 1
 
@@ -357,7 +365,7 @@ def test_channel_last_gather_is_bitwise(seed, padding, dtype, scale, special, wo
     padding=st.sampled_from(PADDINGS),
     dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6]),
-    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    special=SPECIAL_OFFSETS,
     workers=st.sampled_from([None, 1, 2, 3]),
     kernel=st.sampled_from(["tri", "cos", "user"]),
 )
@@ -374,8 +382,7 @@ def test_channel_last_scatter_is_bitwise(seed, padding, dtype, scale, special, w
     spatial = tuple(int(v) for v in rng.integers(1, 40, size=2))
     channels, batch = int(rng.integers(8, 26)), int(rng.integers(1, 6))
     _, eps, g = random_problem(seed, 2, dtype, offset_scale=scale, batch=batch, channels=channels, spatial=spatial)
-    if special is not None:
-        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    plant_special_offsets(rng, eps, special)
     phi = USER_KERNEL if kernel == "user" else get_kernel(kernel)
     taps = _engine_numba._taps(eps, phi, padding, True, False)
     with pytest.MonkeyPatch.context() as patch:
@@ -425,7 +432,7 @@ def test_channel_last_forward_applies_where_it_should():
     padding=st.sampled_from(PADDINGS),
     dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6, 1e17]),
-    special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.5, -1.0]),
+    special=SPECIAL_OFFSETS,
     need_dw=st.booleans(),
 )
 def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, need_dw):
@@ -437,8 +444,7 @@ def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, need_dw
     rng = np.random.default_rng(seed)
     spatial = tuple(int(v) for v in rng.integers(1, 40, size=2))
     eps = (scale * rng.normal(size=(2, 2, *spatial))).astype(dtype)
-    if special is not None:
-        eps.reshape(-1)[rng.integers(0, eps.size, size=max(1, eps.size // 7))] = special
+    plant_special_offsets(rng, eps, special)
     tri = get_kernel("tri")
     fast = [a.copy() for a in _engine_numba._taps(eps, tri, padding, True, need_dw)]
     generic = _engine_numba._taps(eps, tri, padding, True, need_dw, fused=False)

@@ -293,6 +293,21 @@ def _vector_pointer(builder, matrix, flat, lanes):
     return builder.bitcast(matrix.pointer(flat), ir.VectorType(matrix.elem, lanes).as_pointer())
 
 
+def _transposed_halves(builder, matrix, row, col):
+    """The 8 × 16 block ``matrix[row:row+8, col:col+16]`` as its 16 columns, in two lists of
+    eight (columns ``col .. col+7``, then ``col+8 .. col+15``): one 16-element load per row
+    (a cache line in float32), then two register transposes."""
+    align = 4 if matrix.is_float32 else 8
+    rows = [
+        builder.load(_vector_pointer(builder, matrix, matrix.offset(builder.add(row, _I64(i)), col), 16), align=align)
+        for i in range(8)
+    ]
+    return [
+        _transpose8(builder, [builder.shuffle_vector(v, v, _mask(list(range(8 * half, 8 * half + 8)))) for v in rows])
+        for half in range(2)
+    ]
+
+
 @intrinsic
 def transpose8x16(typingctx, src, dst, row, col):
     """``dst[col + j, row + i] = src[row + i, col + j]`` for i < 8, j < 16: eight channel rows
@@ -307,13 +322,7 @@ def transpose8x16(typingctx, src, dst, row, col):
         d = _Matrix(context, builder, sig.args[1], args[1])
         r, c = (_int64(builder, v, t) for v, t in zip(args[2:], sig.args[2:]))
         align = 4 if s.is_float32 else 8
-        rows = [
-            builder.load(_vector_pointer(builder, s, s.offset(builder.add(r, _I64(i)), c), 16), align=align)
-            for i in range(8)
-        ]
-        for half in range(2):
-            lanes = _mask(list(range(8 * half, 8 * half + 8)))
-            columns = _transpose8(builder, [builder.shuffle_vector(v, v, lanes) for v in rows])
+        for half, columns in enumerate(_transposed_halves(builder, s, r, c)):
             for j in range(8):
                 at = d.offset(builder.add(c, _I64(8 * half + j)), r)
                 builder.store(columns[j], _vector_pointer(builder, d, at, 8), align=align)
@@ -421,13 +430,7 @@ def scatter_channel_last16(typingctx, acc, column, gb, first, start, j, width, f
         slow = ir.Constant(_I32, 0xFFFFFFFF)
         align = 4 if g.is_float32 else 8
         position = builder.add(start64, j64)
-        rows = [
-            builder.load(_vector_pointer(builder, g, g.offset(builder.add(first64, _I64(c)), position), 16), align=align)
-            for c in range(8)
-        ]
-        for half in range(2):
-            lanes = _mask(list(range(8 * half, 8 * half + 8)))
-            columns = _transpose8(builder, [builder.shuffle_vector(v, v, lanes) for v in rows])
+        for half, columns in enumerate(_transposed_halves(builder, g, first64, position)):
             for i in range(8):
                 value = builder.fpext(columns[i], wide) if g.is_float32 else columns[i]
                 at = builder.add(j64, _I64(8 * half + i))
