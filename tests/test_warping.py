@@ -415,6 +415,8 @@ def test_channel_last_forward_applies_where_it_should():
     workers = _engine_numba._channel_last_workers
     threads = numba.get_num_threads()
     assert workers(threads, 7, (64, 64), 4) == 0
+    assert workers(threads, 16, (64,), 4) == 0
+    assert workers(threads, 16, (8, 8, 8), 4) == 0
     assert workers(threads, 8, (1, 64), 4) == 0
     assert workers(threads, 8, (64, 1), 8) == 0
     assert workers(1, 8, (4096, 4096), 4) == 0  # a 512 MB copy

@@ -1103,7 +1103,7 @@ def _apply_gather(x, taps, padding, channel_last=True):
     spatial, base, w, _ = taps
     out = np.empty(x.shape, dtype=x.dtype)
     workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize) if channel_last else 0
-    if workers and base.shape[1] == 2:
+    if workers:
         xt = _scratch("channel_last", (workers, base.shape[2], x.shape[1] - x.shape[1] % _GROUP), x.dtype)
         eps_unused = np.empty((0, 0, 0), dtype=x.dtype)
         _gather_2d_channel_last(_flat(x), xt, eps_unused, base, w, spatial, PADDING_CODES[padding], _flat(out))
@@ -1157,15 +1157,15 @@ def _apply_derivative(x, g, taps, eps, padding):
 def _channel_last_workers(batch, channels, spatial, itemsize):
     """Worker buffers for :func:`_gather_2d_channel_last`, or 0 where it does not apply.
 
-    It needs a whole group of eight channels and images of at least 2 × 2 (its vector loop
-    reads the four corners of every position), and a copy of at most
+    It needs 2-D images of at least 2 × 2 (its vector loop reads the four corners of every
+    position), a whole group of eight channels, and a copy of at most
     :data:`_CHANNEL_LAST_BYTES`.  Images are split over the threads whole when that
     balances (the batch a multiple of the threads, or at least four per thread) and each
     thread's copy is small (:data:`_WORKER_COPY_BYTES`); otherwise they are taken one
     after the other."""
     grouped = channels - channels % _GROUP
     image = int(np.prod(spatial)) * grouped * itemsize
-    if grouped == 0 or min(spatial) < 2 or image > _CHANNEL_LAST_BYTES:
+    if len(spatial) != 2 or grouped == 0 or min(spatial) < 2 or image > _CHANNEL_LAST_BYTES:
         return 0
     threads = numba.get_num_threads()
     balanced = batch % threads == 0 or batch >= 4 * threads
