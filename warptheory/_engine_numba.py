@@ -477,6 +477,17 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
 
 
 @numba.njit(cache=True, inline="always", **_JIT)
+def _gather_scratch_2d():
+    """A parallel task's block scratch for the 2-D gathers: fast index, corner indices,
+    corner weights, and the weight rows of :func:`_tri_block_2d`."""
+    fast = np.empty(_BLOCK, dtype=np.uint32)
+    cidx = np.empty((_BLOCK, 4), dtype=np.int64)
+    cw = np.empty((_BLOCK, 4), dtype=np.float64)
+    columns = np.empty((4, _BLOCK), dtype=np.float64)
+    return fast, cidx, cw, columns
+
+
+@numba.njit(cache=True, inline="always", **_JIT)
 def _tri_taps_at(pos, e0, e1, fwidth):
     """Floors and ``tri`` tap weights of 2-D position ``pos`` (branch-free; see
     :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
@@ -567,10 +578,7 @@ def _gather_tri_2d(x, eps, spatial, padding, out):
     for task in prange(batch * nblocks):
         b, start, stop = _block_of(task, nblocks, npos)
         m = stop - start
-        fast = np.empty(_BLOCK, dtype=np.uint32)
-        cidx = np.empty((_BLOCK, 4), dtype=np.int64)
-        cw = np.empty((_BLOCK, 4), dtype=np.float64)
-        columns = np.empty((4, _BLOCK), dtype=np.float64)
+        fast, cidx, cw, columns = _gather_scratch_2d()
         _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
         _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
 
@@ -638,10 +646,7 @@ def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
     if workers > 1:
         for worker in prange(workers):
             xtw = xt[worker]
-            fast = np.empty(_BLOCK, dtype=np.uint32)
-            cidx = np.empty((_BLOCK, 4), dtype=np.int64)
-            cw = np.empty((_BLOCK, 4), dtype=np.float64)
-            columns = np.empty((4, _BLOCK), dtype=np.float64)
+            fast, cidx, cw, columns = _gather_scratch_2d()
             for b in range(worker, batch, workers):
                 _to_channel_last(x[b], xtw, 0, npos)
                 for block in range(nblocks):
@@ -656,10 +661,7 @@ def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
             _to_channel_last(x[b], xt0, start, stop)
         for block in prange(nblocks):
             _, start, stop = _block_of(block, nblocks, npos)
-            fast = np.empty(_BLOCK, dtype=np.uint32)
-            cidx = np.empty((_BLOCK, 4), dtype=np.int64)
-            cw = np.empty((_BLOCK, 4), dtype=np.float64)
-            columns = np.empty((4, _BLOCK), dtype=np.float64)
+            fast, cidx, cw, columns = _gather_scratch_2d()
             _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns)
             _gather_block_channel_last(xt0, x[b], out[b], start, stop - start, width, fast, cidx, cw)
 
@@ -867,6 +869,18 @@ def _padded_row(length):
     return ((length + 511) // 512) * 512 + 136
 
 
+@numba.njit(cache=True, inline="always", **_JIT)
+def _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, spare):
+    """:func:`_expand_block` for a scatter: a slow position's outside taps, and every tap of
+    an undefined position (NaN weight), are pointed at the accumulator's spare slot."""
+    _expand_block(base, w, w, b, start, stop, spatial, padding, True, False, fast, cidx, cw, cdw)
+    for j in range(stop - start):
+        if fast[j] == _SLOW:
+            for c in range(cidx.shape[1]):
+                if cidx[j, c] < 0 or np.isnan(cw[j, c]):
+                    cidx[j, c] = spare
+
+
 @numba.njit(parallel=True, cache=True, **_JIT)
 def _scatter(g, base, w, spatial, padding, group, out):
     """out[b,n,u] = Σ_{(v,c) → u} w_c(b,v) g[b,n,v]  (eq 3; eq 49 for unwarp).
@@ -896,13 +910,7 @@ def _scatter(g, base, w, spatial, padding, group, out):
         for blk in range(nblocks):
             start = blk * _BLOCK
             stop = min(start + _BLOCK, npos)
-            _expand_block(base, w, w, b, start, stop, spatial, padding, True, False, fast, cidx, cw, cdw)
-            for j in range(stop - start):
-                if fast[j] == _SLOW:
-                    for c in range(ncorner):
-                        # outside taps and undefined positions (NaN weight) land in the spare slot
-                        if cidx[j, c] < 0 or np.isnan(cw[j, c]):
-                            cidx[j, c] = npos
+            _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, npos)
             n = first
             while n < last:
                 # four channels per sweep share the block's index and weight loads; each
@@ -965,13 +973,7 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
             sums[:] = 0.0
             for block in range(nblocks):
                 _, start, stop = _block_of(block, nblocks, npos)
-                _expand_block(base, w, w, b, start, stop, spatial, padding, True, False, fast, cidx, cw, cdw)
-                for j in range(stop - start):
-                    if fast[j] == _SLOW:
-                        for c in range(4):
-                            # outside taps and undefined positions (NaN weight) land in the spare row
-                            if cidx[j, c] < 0 or np.isnan(cw[j, c]):
-                                cidx[j, c] = npos
+                _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, npos)
                 _scatter_block_channel_last(g[b], sums, first, start, stop - start, width, fast, cidx, cw)
             yb = out[b]
             whole = npos - npos % 8

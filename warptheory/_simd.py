@@ -77,6 +77,10 @@ def _c_matrix(arg, dtypes):
     return isinstance(arg, types.Array) and arg.ndim == 2 and arg.layout == "C" and arg.dtype in dtypes
 
 
+def _c_vector(arg, dtype):
+    return isinstance(arg, types.Array) and arg.ndim == 1 and arg.layout == "C" and arg.dtype == dtype
+
+
 def _integers(*args):
     return all(isinstance(a, types.Integer) for a in args)
 
@@ -91,6 +95,7 @@ class _Matrix:
         self.row = builder.extract_value(array.shape, 1)
         self.elem = context.get_value_type(numba_type.dtype)
         self.is_float32 = numba_type.dtype == types.float32
+        self.align = 4 if self.is_float32 else 8
 
     def offset(self, row, col):
         return self.builder.add(self.builder.mul(row, self.row), col)
@@ -98,14 +103,17 @@ class _Matrix:
     def pointer(self, flat):
         return self.builder.gep(self.data, [flat], inbounds=True)
 
+    def vector_pointer(self, flat, lanes):
+        """``flat`` as a pointer to ``lanes`` elements of the array's own type."""
+        return self.builder.bitcast(self.pointer(flat), ir.VectorType(self.elem, lanes).as_pointer())
+
     def load(self, flat, lanes=1):
         """``lanes`` consecutive elements from ``flat``, widened to float64."""
         builder = self.builder
-        align = 4 if self.is_float32 else 8
         if lanes == 1:
-            value = builder.load(self.pointer(flat), typ=self.elem, align=align)
+            value = builder.load(self.pointer(flat), typ=self.elem, align=self.align)
             return builder.fpext(value, _F64) if self.is_float32 else value
-        value = builder.load(self.pointer(flat), typ=ir.VectorType(self.elem, lanes), align=align)
+        value = builder.load(self.pointer(flat), typ=ir.VectorType(self.elem, lanes), align=self.align)
         return builder.fpext(value, ir.VectorType(_F64, lanes)) if self.is_float32 else value
 
     def store(self, flat, value):
@@ -163,7 +171,7 @@ def gather4(typingctx, xb, yb, n, pos, q, width, cw, j):
             sums = builder.fptrunc(sums, ir.VectorType(y.elem, 4))
         for k in range(4):
             at = y.offset(builder.add(n64, _I64(k)), pos64)
-            builder.store(builder.extract_element(sums, _I32(k)), y.pointer(at), align=4 if y.is_float32 else 8)
+            builder.store(builder.extract_element(sums, _I32(k)), y.pointer(at), align=y.align)
         return context.get_dummy_value()
 
     return signature, codegen
@@ -289,17 +297,12 @@ def _transpose8(builder, rows):
     return columns
 
 
-def _vector_pointer(builder, matrix, flat, lanes):
-    return builder.bitcast(matrix.pointer(flat), ir.VectorType(matrix.elem, lanes).as_pointer())
-
-
 def _transposed_halves(builder, matrix, row, col):
     """The 8 × 16 block ``matrix[row:row+8, col:col+16]`` as its 16 columns, in two lists of
     eight (columns ``col .. col+7``, then ``col+8 .. col+15``): one 16-element load per row
     (a cache line in float32), then two register transposes."""
-    align = 4 if matrix.is_float32 else 8
     rows = [
-        builder.load(_vector_pointer(builder, matrix, matrix.offset(builder.add(row, _I64(i)), col), 16), align=align)
+        builder.load(matrix.vector_pointer(matrix.offset(builder.add(row, _I64(i)), col), 16), align=matrix.align)
         for i in range(8)
     ]
     return [
@@ -321,11 +324,10 @@ def transpose8x16(typingctx, src, dst, row, col):
         s = _Matrix(context, builder, sig.args[0], args[0])
         d = _Matrix(context, builder, sig.args[1], args[1])
         r, c = (_int64(builder, v, t) for v, t in zip(args[2:], sig.args[2:]))
-        align = 4 if s.is_float32 else 8
         for half, columns in enumerate(_transposed_halves(builder, s, r, c)):
             for j in range(8):
                 at = d.offset(builder.add(c, _I64(8 * half + j)), r)
-                builder.store(columns[j], _vector_pointer(builder, d, at, 8), align=align)
+                builder.store(columns[j], d.vector_pointer(at, 8), align=d.align)
         return context.get_dummy_value()
 
     return signature, codegen
@@ -348,7 +350,7 @@ def gather_channel_last8(typingctx, xt, yb, first, start, width, fast, cw, j):
         _c_matrix(xt, _FLOATS)
         and _c_matrix(yb, _FLOATS)
         and yb.dtype == xt.dtype
-        and isinstance(fast, types.Array) and fast.ndim == 1 and fast.layout == "C" and fast.dtype == types.uint32
+        and _c_vector(fast, types.uint32)
         and _c_matrix(cw, (types.float64,))
         and _integers(first, start, width, j)
     ):
@@ -364,7 +366,6 @@ def gather_channel_last8(typingctx, xt, yb, first, start, width, fast, cw, j):
             _int64(builder, v, t) for v, t in zip(args[2:5] + args[7:], sig.args[2:5] + sig.args[7:])
         )
         slow = ir.Constant(_I32, 0xFFFFFFFF)
-        align = 4 if x.is_float32 else 8
         wide = ir.VectorType(_F64, 8)
         # numba's fastmath pass flags every unflagged float instruction "contract", and here
         # (unlike gather4, whose shuffles separate them) an fmul feeds an fadd directly: the
@@ -378,7 +379,7 @@ def gather_channel_last8(typingctx, xt, yb, first, start, width, fast, cw, j):
             w = weights.load(weights.offset(position, _I64(0)), lanes=4)
             terms = []
             for k, corner in enumerate((q, builder.add(q, _I64(1)), builder.add(q, w64), builder.add(builder.add(q, w64), _I64(1)))):
-                channels = builder.load(_vector_pointer(builder, x, x.offset(corner, first64), 8), align=align)
+                channels = builder.load(x.vector_pointer(x.offset(corner, first64), 8), align=x.align)
                 if x.is_float32:
                     channels = builder.fpext(channels, wide)
                 product = builder.fmul(channels, _splat(builder, builder.extract_element(w, _I32(k)), 8))
@@ -388,7 +389,7 @@ def gather_channel_last8(typingctx, xt, yb, first, start, width, fast, cw, j):
         position = builder.add(start64, j64)
         for c, column in enumerate(_transpose8(builder, rows)):
             at = y.offset(builder.add(first64, _I64(c)), position)
-            builder.store(column, _vector_pointer(builder, y, at, 8), align=align)
+            builder.store(column, y.vector_pointer(at, 8), align=y.align)
         return context.get_dummy_value()
 
     return signature, codegen
@@ -409,7 +410,7 @@ def scatter_channel_last16(typingctx, acc, column, gb, first, start, j, width, f
     if not (
         _c_matrix(acc, (types.float64,))
         and _c_matrix(gb, _FLOATS)
-        and isinstance(fast, types.Array) and fast.ndim == 1 and fast.layout == "C" and fast.dtype == types.uint32
+        and _c_vector(fast, types.uint32)
         and _c_matrix(cidx, (types.int64,))
         and _c_matrix(cw, (types.float64,))
         and _integers(column, first, start, j, width)
@@ -428,7 +429,6 @@ def scatter_channel_last16(typingctx, acc, column, gb, first, start, j, width, f
         wide = ir.VectorType(_F64, 8)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(wide, [wide, wide, wide]), "llvm.fma.v8f64")
         slow = ir.Constant(_I32, 0xFFFFFFFF)
-        align = 4 if g.is_float32 else 8
         position = builder.add(start64, j64)
         for half, columns in enumerate(_transposed_halves(builder, g, first64, position)):
             for i in range(8):
@@ -441,7 +441,7 @@ def scatter_channel_last16(typingctx, acc, column, gb, first, start, j, width, f
                 for k, offset in enumerate((_I64(0), _I64(1), w64, builder.add(w64, _I64(1)))):
                     listed = builder.load(corners.pointer(corners.offset(at, _I64(k))), align=8)
                     row = builder.select(is_slow, listed, builder.add(q, offset))
-                    pointer = _vector_pointer(builder, sums, sums.offset(row, column64), 8)
+                    pointer = sums.vector_pointer(sums.offset(row, column64), 8)
                     total = builder.call(fma, [_splat(builder, builder.extract_element(w, _I32(k)), 8), value, builder.load(pointer, align=8)])
                     builder.store(total, pointer, align=8)
         return context.get_dummy_value()
@@ -463,14 +463,14 @@ def from_channel_last8(typingctx, acc, column, yb, first, pos):
         y = _Matrix(context, builder, sig.args[2], args[2])
         column64, first64, pos64 = (_int64(builder, v, t) for v, t in zip(args[1:2] + args[3:], sig.args[1:2] + sig.args[3:]))
         rows = [
-            builder.load(_vector_pointer(builder, sums, sums.offset(builder.add(pos64, _I64(i)), column64), 8), align=8)
+            builder.load(sums.vector_pointer(sums.offset(builder.add(pos64, _I64(i)), column64), 8), align=8)
             for i in range(8)
         ]
         if y.is_float32:
             rows = [builder.fptrunc(v, ir.VectorType(y.elem, 8)) for v in rows]
         for c, column in enumerate(_transpose8(builder, rows)):
             at = y.offset(builder.add(first64, _I64(c)), pos64)
-            builder.store(column, _vector_pointer(builder, y, at, 8), align=4 if y.is_float32 else 8)
+            builder.store(column, y.vector_pointer(at, 8), align=y.align)
         return context.get_dummy_value()
 
     return signature, codegen
