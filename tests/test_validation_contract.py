@@ -29,23 +29,22 @@ def _family(report, m=4):
     report.register_family("iid", alpha=1e-4, max_checks=m)
 
 
-def test_expected_disagreement(report):
+def _paper_record_must_disagree(report, paper_value):
     _family(report)
-    chk = report.check("7", "q", "paper", {}, 0.5, 1.0, 0.01, family="iid", expected="disagrees")
+    chk = report.check("7", "q", "paper", {}, paper_value, 1.0, 0.01, family="iid", expected="disagrees")
     assert chk.verdict == "disagrees", chk
+
+
+def test_expected_disagreement(report):
+    _paper_record_must_disagree(report, 0.5)
 
 
 def test_paper_form_raises(report):
-    _family(report)
-    chk = report.check("7", "q", "paper", {}, paper_form_that_crashes(), 1.0, 0.01, family="iid",
-                       expected="disagrees")
-    assert chk.verdict == "disagrees", chk
+    _paper_record_must_disagree(report, paper_form_that_crashes())
 
 
 def test_paper_form_agrees_unexpectedly(report):
-    _family(report)
-    chk = report.check("7", "q", "paper", {}, 1.0, 1.0, 0.01, family="iid", expected="disagrees")
-    assert chk.verdict == "disagrees", chk
+    _paper_record_must_disagree(report, 1.0)
 
 
 def test_record_missing(report):

@@ -2,9 +2,13 @@
 
 One Monte-Carlo run per case produces y, ∇_x L and ∇_ε L together; the eq-5, eq-7 and
 eq-8 test modules read the same cached run.  Sample sizes follow the sizing rule of
-:mod:`warptheory.stats`: a pilot run (its own seeds, not reused) estimates the SE per batch,
-and the main run gets ``SIZING_MARGIN`` × the batches that make every checked moment's
-SE ≤ 0.01·scale/(t_thr + z_0.99), i.e. ≥ 99 % power against a 1 % relative error.
+:mod:`warptheory.stats`: a pilot run (its own seed, not reused) estimates the SE per batch,
+the main run gets ``SIZING_MARGIN`` × the batches that make every checked moment's
+SE ≤ 0.01·scale/(t_thr + z_0.99), i.e. ≥ 99 % power against a 1 % relative error, and a
+top-up run (its own seed) is merged replicate by replicate where the main run's SE still
+falls short.  Records: one ``paper=exact`` record per moment where the printed formula is the
+exact one; otherwise an ``exact`` record (must agree) and a ``paper`` record (must disagree
+whenever the run resolves the difference between the forms).
 """
 from __future__ import annotations
 
