@@ -31,6 +31,8 @@ __all__ = ["claim_verdict", "screen", "write", "check_table", "by_equation", "SC
 
 #: Lines the terminal summary may use beyond pytest's own.
 SCREEN_LINES = 60
+#: Families that check the machinery itself (their "resolution" is not a statement about a theory).
+META_FAMILIES = ("calibration", "suite")
 _MAX_DISAGREEMENT_LINES = 22
 
 
@@ -48,6 +50,11 @@ def _params_text(params: dict) -> str:
 
 def _asserting(c) -> bool:
     return c.expected == "agrees" or (c.expected == "" and c.form != "paper" and not c.is_power_check)
+
+
+def _theory_record(c) -> bool:
+    """A record that asserts agreement with a theory (its resolution is a statement about that theory)."""
+    return _asserting(c) and not c.is_power_check and c.family not in META_FAMILIES
 
 
 def unexpected(records) -> list:
@@ -70,7 +77,7 @@ def claim_verdict(records) -> str:
         same = all(c.form == "paper=exact" for c in paper)
         return prefix + ("holds (paper = exact)" if same else "holds")
     if not paper:
-        text = "exact form agrees" if not e_dis else f"exact form disagrees ({len(e_dis)} of {len(exact)})"
+        text = "holds" if not e_dis else f"fails ({len(e_dis)} of {len(exact)} checks disagree)"
         return prefix + text
     text = f"paper wrong ({len(p_dis)} of {len(paper)} checks)"
     exact_only = [c for c in exact if c.form == "exact"]
@@ -93,7 +100,7 @@ def _worst(records) -> str:
 
 
 def _resolution(records) -> str:
-    vals = [c.resolution for c in records if _asserting(c) and not c.is_power_check
+    vals = [c.resolution for c in records if _theory_record(c)
             and isinstance(c.resolution, float) and math.isfinite(c.resolution)]
     return f"{100 * max(vals):.2g} %" if vals else "—"
 
@@ -194,8 +201,7 @@ def screen(rep, paths=()) -> str:
         lines.append("")
         lines.append("Power (theory perturbed by 1 %, must be rejected): "
                      + ", ".join(f"{f} {sum(v)}/{len(v)}" for f, v in fams.items()))
-    coarse = [c for c in rep.records if _asserting(c) and not c.is_power_check
-              and isinstance(c.resolution, float) and c.resolution > 0.01]
+    coarse = [c for c in rep.records if _theory_record(c) and isinstance(c.resolution, float) and c.resolution > 0.01]
     if coarse:
         lines.append(f"Resolution above 1 %: {len(coarse)} records (listed in report.md, 'Resolution').")
     for c in bad[:5]:
@@ -353,8 +359,7 @@ def write(rep, report_dir, repo_root=None) -> list:
            "| family | α share | max checks | recorded | \\|z\\| threshold (normal / t₆₃) |", "|---|---|---|---|---|"]
     for f, (a, m) in rep.families.items():
         md.append(f"| {f} | {a:g} | {m} | {rep.counts[f]} | {z_threshold(a, m):.2f} / {z_threshold(a, m, 63):.2f} |")
-    coarse = [c for c in rep.records if _asserting(c) and not c.is_power_check
-              and isinstance(c.resolution, float) and c.resolution > 0.01]
+    coarse = [c for c in rep.records if _theory_record(c) and isinstance(c.resolution, float) and c.resolution > 0.01]
     md += ["", "## Resolution", ""]
     if coarse:
         md += ["Records whose resolution (relative error detected with 99 % power, or for certain) is above 1 %:",
