@@ -34,7 +34,7 @@ import importlib
 import importlib.util
 import sys
 
-__all__ = ["BACKENDS", "load", "release_scratch"]
+__all__ = ["BACKENDS", "functional", "load", "release_scratch"]
 
 #: backend name -> engine module
 BACKENDS = {
@@ -57,3 +57,26 @@ def release_scratch():
     engine = sys.modules.get(BACKENDS["numba"])
     if engine is not None:
         engine.release_scratch()
+
+
+def functional(Taps):
+    """``warp, warp_backward, unwarp, unwarp_backward(x, eps, [grad_y,] kernel, padding, ...)`` of an
+    engine, for calling it directly (tests, benchmarks): one-call plans with the mapping of
+    :class:`~warptheory.warping.WarpPlan` (eqs 2, 3–4, 49, 50–51), no argument checks.  Extra
+    keywords go to ``Taps`` (the CuPy engine's ``deterministic``)."""
+
+    def warp(x, eps, kernel, padding, **options):
+        return Taps(eps, True, x.shape[2:], kernel, padding, **options).gather(x)
+
+    def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True, **options):
+        taps = Taps(eps, True, x.shape[2:], kernel, padding, **options)
+        return (taps.scatter(grad_y) if need_x else None), (taps.position_derivative(grad_y, x) if need_eps else None)
+
+    def unwarp(x, eps, kernel, padding, **options):
+        return Taps(eps, True, x.shape[2:], kernel, padding, **options).scatter(x)
+
+    def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True, **options):
+        taps = Taps(eps, True, x.shape[2:], kernel, padding, **options)
+        return (taps.gather(grad_y) if need_x else None), (taps.position_derivative(x, grad_y) if need_eps else None)
+
+    return warp, warp_backward, unwarp, unwarp_backward

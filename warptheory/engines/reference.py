@@ -29,6 +29,8 @@ import itertools
 
 import numpy as np
 
+from . import functional
+
 __all__ = ["Taps", "warp", "warp_backward", "unwarp", "unwarp_backward"]
 
 # Taps relative to floor(p) along one axis.  φ has support [-1, 1], so only 0 and 1 can
@@ -219,39 +221,5 @@ class Taps:
         return out.reshape(outer.shape[0], self.d, *self.out_shape).astype(outer.dtype)
 
 
-def warp(x, eps, kernel, padding):
-    """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])``."""
-    return Taps(eps, True, x.shape[2:], kernel, padding).gather(x)
-
-
-def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 3–4 (17–18): gradients of a loss through :func:`warp`.
-
-    ``grad_x[b,n,w] = Σ_v grad_y[b,n,v] Π_k φ(v_k − w_k + eps[b,k,v])`` (eq 3) and
-    ``grad_eps[b,i,w] = Σ_n grad_y[b,n,w] Σ_u x[b,n,u] φ'(w_i − u_i + eps[b,i,w])
-    Π_{k≠i} φ(w_k − u_k + eps[b,k,w])`` (eq 4).
-    """
-    taps = Taps(eps, True, x.shape[2:], kernel, padding)
-    grad_x = taps.scatter(grad_y) if need_x else None
-    grad_eps = taps.position_derivative(grad_y, x) if need_eps else None
-    return grad_x, grad_eps
-
-
-def unwarp(x, eps, kernel, padding):
-    """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (scatter from u)."""
-    return Taps(eps, True, x.shape[2:], kernel, padding).scatter(x)
-
-
-def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 50–51: gradients of a loss through :func:`unwarp`.
-
-    ``grad_x[b,n,w] = Σ_v grad_y[b,n,v] Π_k φ(w_k − v_k + eps[b,k,w])`` (eq 50, with the
-    index typo of the paper's last line corrected: the product runs over ``w``, not ``u``)
-    and ``grad_eps[b,i,w] = Σ_n x[b,n,w] Σ_v grad_y[b,n,v] φ'(w_i − v_i + eps[b,i,w])
-    Π_{k≠i} φ(w_k − v_k + eps[b,k,w])`` (eq 51).
-    """
-    taps = Taps(eps, True, x.shape[2:], kernel, padding)
-    grad_x = taps.gather(grad_y) if need_x else None
-    # eq 51: the roles are x[w] (at the differentiated position) and grad_y[v] (gathered).
-    grad_eps = taps.position_derivative(x, grad_y) if need_eps else None
-    return grad_x, grad_eps
+# eqs 2, 3–4, 49, 50–51 as one-call plans (warptheory.warping.WarpPlan's mapping)
+warp, warp_backward, unwarp, unwarp_backward = functional(Taps)

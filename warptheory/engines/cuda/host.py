@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from ...kernels import Kernel, get_kernel
+from .. import functional
 
 __all__ = [
     "HostCompilerError",
@@ -230,35 +231,6 @@ class Taps:
         return self._run("position_derivative", [outer, src], self.out_shape, self.d)
 
 
-def warp(x, eps, kernel, padding):
-    """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])`` (a gather)."""
-    return Taps(eps, True, x.shape[2:], kernel, padding).gather(x)
-
-
-def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 3–4 (17–18): ``(grad_x, grad_eps)`` through :func:`warp`; unrequested ones are None.
-
-    grad_x (eq 3) is the transpose of the gather, computed by the deterministic
-    three-pass scatter; grad_eps (eq 4) is a per-position reduction over channels.
-    """
-    taps = Taps(eps, True, x.shape[2:], kernel, padding)
-    grad_x = taps.scatter(grad_y) if need_x else None
-    grad_eps = taps.position_derivative(grad_y, x) if need_eps else None
-    return grad_x, grad_eps
-
-
-def unwarp(x, eps, kernel, padding):
-    """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (a scatter)."""
-    return Taps(eps, True, x.shape[2:], kernel, padding).scatter(x)
-
-
-def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 50–51: ``(grad_x, grad_eps)`` through :func:`unwarp`; unrequested ones are None.
-
-    grad_x (eq 50) is the gather of grad_y; grad_eps (eq 51) is eq 4's reduction with
-    the roles of x and grad_y exchanged.
-    """
-    taps = Taps(eps, True, x.shape[2:], kernel, padding)
-    grad_x = taps.gather(grad_y) if need_x else None
-    grad_eps = taps.position_derivative(x, grad_y) if need_eps else None
-    return grad_x, grad_eps
+# eqs 2, 3–4, 49, 50–51 as one-call plans (warptheory.warping.WarpPlan's mapping); the scatter
+# (warp grad_x, unwarp) is the deterministic three-pass one of the GPU
+warp, warp_backward, unwarp, unwarp_backward = functional(Taps)

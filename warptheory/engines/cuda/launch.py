@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ...kernels import Kernel, get_kernel
+from .. import functional
 
 __all__ = [
     "Taps",
@@ -229,31 +230,6 @@ class Taps:
         return out
 
 
-def warp(x, eps, kernel, padding):
-    """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])`` on the GPU."""
-    return Taps(eps, True, x.shape[2:], kernel, padding).gather(x)
-
-
-def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True, deterministic=True):
-    """Eqs 3–4 (17–18): ``(grad_x, grad_eps)`` through :func:`warp`; unrequested ones are None.
-
-    ``deterministic=False`` computes grad_x with floating-point atomics (run-to-run
-    differences in the last bits); the default is the atomic-free sorted scatter.
-    """
-    taps = Taps(eps, True, x.shape[2:], kernel, padding, deterministic=deterministic)
-    grad_x = taps.scatter(grad_y) if need_x else None
-    grad_eps = taps.position_derivative(grad_y, x) if need_eps else None
-    return grad_x, grad_eps
-
-
-def unwarp(x, eps, kernel, padding, deterministic=True):
-    """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (a scatter) on the GPU."""
-    return Taps(eps, True, x.shape[2:], kernel, padding, deterministic=deterministic).scatter(x)
-
-
-def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 50–51: ``(grad_x, grad_eps)`` through :func:`unwarp`; unrequested ones are None."""
-    taps = Taps(eps, True, x.shape[2:], kernel, padding)
-    grad_x = taps.gather(grad_y) if need_x else None
-    grad_eps = taps.position_derivative(x, grad_y) if need_eps else None
-    return grad_x, grad_eps
+# eqs 2, 3–4, 49, 50–51 as one-call plans (warptheory.warping.WarpPlan's mapping);
+# deterministic=False selects the atomic scatter for warp_backward's grad_x and unwarp
+warp, warp_backward, unwarp, unwarp_backward = functional(Taps)
