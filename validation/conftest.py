@@ -24,11 +24,12 @@ False-alarm budget (suite-wide ≤ 1e-3, :data:`warptheory.stats.FAMILY_BUDGET`)
 =================  ======  ===============================================
 family             share   checks
 =================  ======  ===============================================
-``iid``            3e-4    eqs 5, 7, 8: grid and hypothesis draws (issue 4)
+``iid``            2e-4    eqs 5, 7, 8: grid and hypothesis draws (issue 4)
 ``selfwarp``       5e-5    eq 9 (issue 4)
 ``power``          5e-5    null halves of the power/calibration checks
 ``fields``         5e-4    spectra, eqs 13, 45, 48 (issue 5)
 ``orthogonality``  1e-4    eqs 14, 49 (issue 5)
+``stability``      1e-4    SelfWarp gains at initialisation, §3.1 (issue 13)
 =================  ======  ===============================================
 
 Within a family of at most ``m`` checks and share α, each check uses the two-sided
