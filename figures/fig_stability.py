@@ -98,7 +98,7 @@ def figure_stability_depth(outdir, replicates=16, seed=0):
         axes[0].errorbar(mc.depths, mc.grad, yerr=[mc.grad - lo, 2 * mc.se["grad"]], fmt="o", color=color, ms=4,
                          capsize=2)
     axes[0].set(xscale="log", yscale="log", xlabel="blocks L", ylabel="E‖∂L/∂x₀‖² / E‖∂L/∂x_L‖²",
-                title=f"plain SelfWarp stacks (tri, d=2, N={STACK_SHAPE['channels']}, 3×3): product (lines), MC ± 2 SE")
+                title=f"plain stacks (tri, d=2, N={STACK_SHAPE['channels']}, 3×3): product (lines), MC ± 2 SE")
     axes[0].legend(fontsize=6)
     for j, (pre, gamma, det, result) in enumerate(TABLE1):
         r = resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre, detach=det, eps_init="fan_in")

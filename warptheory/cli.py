@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_kernels)
 
     p = sub.add_parser("stability", help="forward and backward gains of a SelfWarp block (§3.1)",
-                       description="Print the forward gain σ_y²/σ_x², the backward gain σ_∂x²/σ_∂y² and its parts "
+                       description="Print the forward gain σ_y²/σ_x², the backward gain σ_∂x²/σ_∂y² and its "
+                                   "parts "
                                    "(direct K^T path, cross term, ε path) of one SelfWarp block at "
                                    "initialisation, exact and as eqs 5, 7, 8 read with ε independent of x "
                                    "(paper_notes/s03_1_stability.md).")

@@ -334,7 +334,7 @@ def _gains_at_scale(sums: dict, d: int, s: np.ndarray, sigma_eps: float, p: int,
     pz2 = P_z ** (d - 2) if d >= 2 else np.zeros_like(P_z)
     s4T_w = d * v_w * P_w ** (d - 1) + d * (d - 1) * q_w * q_w * pw2
     s4T_out = d * (v_z * P_z ** (d - 1) - v_w * P_w ** (d - 1)) + d * (d - 1) * (q_z * q_z * pz2 - q_w * q_w * pw2)
-    # Term 1: σ_ε² [Y_Z + (τ−1) Y_w];  Term 2: (1/p) [s⁴ T_w + σ_ε² s² T_out] = (1/p)[s⁴T_w + σ_ε² (s⁴T_out)/s²]
+    # Term 1: σ_ε² [Y_Z + (τ−1) Y_w]; Term 2: (1/p) [s⁴ T_w + σ_ε² s² T_out], with s² T_out = (s⁴ T_out)/s²
     with np.errstate(divide="ignore", invalid="ignore"):
         out_term = np.where(s > 0, sigma_eps ** 2 * s4T_out / (s * s), 0.0)
     eps = sigma_eps ** 2 * (Y_z + (tau - 1.0) * Y_w) + (s4T_w + out_term) / p
@@ -572,7 +572,8 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     .. math::
 
         P(z>0)\,\Big[\Phi_{2,1}(\sigma_{\varepsilon 1})^d
-            + c^2 d\,\sigma_{\varepsilon 1}^2\,\frac{\mu^2\Phi'_{1,2}\Phi_{1,2}^{d-1} + \sigma^2\Phi'_{2,1}\Phi_{2,1}^{d-1}}{q}
+            + c^2 d\,\sigma_{\varepsilon 1}^2\,
+              \frac{\mu^2\Phi'_{1,2}\Phi_{1,2}^{d-1} + \sigma^2\Phi'_{2,1}\Phi_{2,1}^{d-1}}{q}
             + \frac{B_1}{F_1}\frac{B_2}{F_2}\,\frac{\gamma^2}{q}\Big]
 
     (skip warp's direct path, its ε path through conv_ε and conv₁ (eq 8; absent with ``detach``), and the
@@ -595,8 +596,7 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     gamma, c2 = float(gamma), float(eps_grad_scale) ** 2
     blocks = [n for n, count in stages for _ in range(count)]
     factors, baseline, sig, stream = [], [], [], []
-    mean, var = 0.0, 1.0  # pre-activation of the stream entering block 1 (the stem's BN output, γ = 1 scale)
-    mean, var = 0.0, gamma * gamma
+    mean, var = 0.0, gamma * gamma  # pre-activation of the stream entering block 1: the stem's BN output
     cache: dict = {}
 
     def gain(s, n):

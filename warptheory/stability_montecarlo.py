@@ -18,8 +18,8 @@ over the weights too, and the weights' spread is the largest source of variance.
 Per replicate the estimates are the sample means of y², D² and 2DE over every element, for a
 Rademacher ∇_y L (the gains depend on it only through E[g gᵀ] = I), and of E_g[E²], the ε path's mean
 square averaged over ∇_y L exactly (:meth:`SampledBlock.eps_energy`; it removes most of the noise of
-the largest part); σ_x and σ_∂y are 1 by construction, so no ratio is formed; their standard errors come from independent
-replicates (:func:`warptheory.stats.batch_means`), seeded by :class:`numpy.random.SeedSequence`.
+the largest part); σ_x and σ_∂y are 1 by construction, so no ratio is formed.  Their standard errors
+come from independent replicates (:func:`warptheory.stats.batch_means`), seeded by :class:`numpy.random.SeedSequence`.
 The lattice is periodic and large enough (``default_size``) that no tap wraps onto the ε-window of
 its own output, so the infinite-lattice theory applies.
 
@@ -35,7 +35,6 @@ import math
 
 import numpy as np
 
-from .kernels import get_kernel
 from .montecarlo import _kernel_from_spec, _kernel_spec, _map, draw
 from .stability import SelfWarpGain, StackGain, check_arguments
 from .stats import batch_means
