@@ -270,7 +270,7 @@ class ValidationReport:
     no longer hold the budget.
 
     >>> rep = ValidationReport()
-    >>> rep.register_family("iid", alpha=3e-4, max_checks=10)
+    >>> rep.register_family("iid", alpha=2e-4, max_checks=10)
     >>> chk = rep.check("5", "mean", "exact", {"kernel": "tri"}, 1.0, 1.001, 0.001, family="iid")
     >>> chk.verdict, len(rep.records)
     ('agrees', 1)
