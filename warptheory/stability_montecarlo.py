@@ -272,8 +272,10 @@ def selfwarp_gain_mc(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre
         Root of the SeedSequence; replicate r uses its r-th child, whatever the executor.
     control_variates : bool
         Adjust every replicate estimate by the pooled regression on two statistics whose expectations are
-        known exactly, mean x² − 1 and mean ε²/σ_ε² − 1 (x and w carry most of the noise that is left);
-        the bias is O(1/R²) of the gain, the SE is the residuals' (R ≥ 8 needed).
+        known exactly, mean x² − 1 and mean ε²/σ_ε² − 1 (x and w carry most of the noise that is left).
+        Estimating the two coefficients from the same replicates biases the mean by O(SE/R) and leaves the
+        SE with R − 3 rather than R − 1 degrees of freedom; both are far below the suite's resolution at
+        R = 64 (R ≥ 8 needed).
     executor : concurrent.futures.Executor, optional
         Runs the replicates (None: in this process).
     backend : str, optional
