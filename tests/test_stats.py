@@ -65,8 +65,8 @@ def test_check_verdicts_and_zero_se():
 
 def test_report_budget_enforcement_and_files(tmp_path):
     rep = ValidationReport()
-    rep.register_family("iid", alpha=3e-4, max_checks=2)
-    rep.register_family("iid", alpha=3e-4, max_checks=2)  # idempotent
+    rep.register_family("iid", alpha=2e-4, max_checks=2)
+    rep.register_family("iid", alpha=2e-4, max_checks=2)  # idempotent
     with pytest.raises(ValueError, match="at most"):
         rep.register_family("fields", alpha=6e-4, max_checks=5)
     with pytest.raises(ValueError, match="no share"):
@@ -90,7 +90,7 @@ def test_report_by_equation_and_notes(tmp_path):
     from warptheory.stats import ValidationReport
 
     rep = ValidationReport()
-    rep.register_family("iid", alpha=3e-4, max_checks=10)
+    rep.register_family("iid", alpha=2e-4, max_checks=10)
     rep.check("7", "dx.second_moment", "exact", {"case": "A"}, 1.0, 1.0005, 0.001, family="iid", note="n1")
     rep.check("7", "dx.second_moment", "paper", {"case": "A"}, 0.9, 1.0005, 0.001, family="iid", note="n1")
     rep.check("7", "dx.second_moment[Φ_{2,1}·1.01]", "exact", {"case": "A"}, 1.01, 1.0005, 0.001, family="iid")
