@@ -305,8 +305,8 @@ def scale_grad(tensor: torch.Tensor, scale: float) -> torch.Tensor:
 
     >>> import torch
     >>> t = torch.ones(3, requires_grad=True)
-    >>> scale_grad(t, 0.1).sum().backward()
-    >>> t.grad.tolist() == [0.1, 0.1, 0.1]
+    >>> scale_grad(t, 0.25).sum().backward()
+    >>> t.grad.tolist() == [0.25, 0.25, 0.25]
     True
     """
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
