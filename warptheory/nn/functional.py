@@ -300,6 +300,11 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+def _check_scale(name, scale):
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+        raise TypeError(f"{name}: expected a finite number, got {scale!r}")
+
+
 def scale_grad(tensor: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity in the forward; multiplies the gradient by ``scale`` in the backward.
 
@@ -309,8 +314,7 @@ def scale_grad(tensor: torch.Tensor, scale: float) -> torch.Tensor:
     >>> t.grad.tolist() == [0.25, 0.25, 0.25]
     True
     """
-    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
-        raise TypeError(f"scale: expected a finite number, got {scale!r}")
+    _check_scale("scale", scale)
     if scale == 1:
         return tensor
     return _ScaleGrad.apply(tensor, float(scale))

@@ -218,7 +218,7 @@ class SelfWarp(WarpBlock):
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd size ('same' padding), got {kernel_size}")
         _check_choice("spatial_dims", spatial_dims, (1, 2, 3))
-        WF.scale_grad(torch.zeros(()), eps_grad_scale)  # validates the number
+        WF._check_scale("eps_grad_scale", eps_grad_scale)
         self.channels, self.spatial_dims = channels, spatial_dims
         self.pre_eps_norm, self.detach, self.eps_grad_scale = bool(pre_eps_norm), bool(detach), float(eps_grad_scale)
         layers = []
@@ -291,7 +291,7 @@ class PackWarp(WarpBlock):
             _check_positive_int(name, value)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd size, got {kernel_size}")
-        WF.scale_grad(torch.zeros(()), eps_grad_scale)
+        WF._check_scale("eps_grad_scale", eps_grad_scale)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.dilation, self.eps_grad_scale = stride, dilation, float(eps_grad_scale)
         conv = nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias)  # torch's default initialisation
@@ -461,7 +461,7 @@ class SelfDeformConv2d(WarpBlock):
             if ks[0] % 2 == 0 or ks[1] % 2 == 0:
                 raise ValueError(f"padding: give it explicitly for the even kernel_size {ks}")
             padding = (dil[0] * (ks[0] - 1) // 2, dil[1] * (ks[1] - 1) // 2)
-        WF.scale_grad(torch.zeros(()), eps_grad_scale)
+        WF._check_scale("eps_grad_scale", eps_grad_scale)
         self.deform = DeformConv2d(in_channels, out_channels, ks, stride, padding, dil, groups, bias, kernel=kernel)
         self.offset_groups, self.modulated = offset_groups, bool(modulated)
         self.pre_eps_norm, self.detach, self.eps_grad_scale = bool(pre_eps_norm), bool(detach), float(eps_grad_scale)
