@@ -745,3 +745,16 @@ def test_warp_module():
     x = torch.randn(1, 2, 4, 4, dtype=F64)
     eps = torch.randn(1, 2, 4, 4, dtype=F64)
     assert torch.equal(Warp("cos", "border")(x, eps), WF.warp(x, eps, "cos", "border"))
+
+
+def test_readme_use_in_pytorch_runs():
+    """The README's "Use in PyTorch" example runs and names the metric's layers as it says."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Use in PyTorch", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["y"].shape == (8, 16, 32, 32)
+    assert set(eps_variances(namespace["block"])) == {"0.branch.0.1", "0.branch.3.1"}
