@@ -7,7 +7,8 @@ Every comparison is interleaved (A, B, A, B, ...) so that other processes on the
 slow both sides alike; medians and minima are printed.
 
 1. Layer overhead: ``warptheory.nn.functional.warp`` forward + backward (autograd, both
-   gradients) against the raw engine calls ``warp`` + ``warp_backward`` on numpy arrays;
+   gradients) against the raw engine calls on numpy arrays, ``warp`` + ``warp_backward`` and
+   the plan the layer uses (``warp_plan(eps)``, ``.warp``, ``.backward``);
    bench_warp.py's case (2-D, B=8, N=16, 128x128, float32, tri, zeros, ε ~ N(0, 2²) px).
    Goal: layer / raw <= 1.2.
 2. Deformable convolution, forward + backward of input, offset, weight (and mask):
@@ -58,7 +59,7 @@ def show(rows):
 
 def bench_layer_overhead(torch, repeats, size=128, batch=8, channels=16):
     from warptheory.nn import functional as WF
-    from warptheory.warping import warp, warp_backward
+    from warptheory.warping import warp, warp_backward, warp_plan
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, channels, size, size)).astype(np.float32)
@@ -69,6 +70,11 @@ def bench_layer_overhead(torch, repeats, size=128, batch=8, channels=16):
         warp(x, eps)
         warp_backward(x, eps, g)
 
+    def raw_plan():
+        plan = warp_plan(eps)
+        plan.warp(x)
+        plan.backward(x, g)
+
     xt = torch.from_numpy(x.copy()).requires_grad_()
     et = torch.from_numpy(eps.copy()).requires_grad_()
     gt = torch.from_numpy(g)
@@ -77,10 +83,12 @@ def bench_layer_overhead(torch, repeats, size=128, batch=8, channels=16):
         xt.grad = et.grad = None
         WF.warp(xt, et).backward(gt)
 
-    t_raw, t_layer = interleaved([raw, layer], repeats)
+    t_raw, t_plan, t_layer = interleaved([raw, raw_plan, layer], repeats)
     print(f"1. layer overhead: B={batch} N={channels} {size}x{size} float32 tri zeros, fwd + both gradients")
-    show([("raw engine: warp + warp_backward (numpy)", t_raw), ("nn.functional.warp + backward", t_layer)])
-    print(f"  layer / raw                                  {ratio(t_layer, t_raw)}   (goal <= 1.2)")
+    show([("raw engine: warp + warp_backward (numpy)", t_raw), ("raw engine: warp_plan, .warp, .backward", t_plan),
+          ("nn.functional.warp + autograd backward", t_layer)])
+    print(f"  layer / raw functional                       {ratio(t_layer, t_raw)}   (goal <= 1.2)")
+    print(f"  layer / raw plan (what the layer calls)      {ratio(t_layer, t_plan)}   (goal <= 1.2)")
     return t_layer[0] / t_raw[0]
 
 
