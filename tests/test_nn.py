@@ -19,6 +19,12 @@ finite differences (``gradcheck``).  Tolerances: float64 comparisons at 1e-12 re
 the largest entry of the reference (the routes differ by a few roundings of O(1) sums of
 at most a few hundred terms, ~1e-14), float32 at 1e-5 relative (float32's 6e-8 times the
 same sums, with a margin); our float32 results are compared against the float64 reference.
+
+Planted errors, each tried once and caught: kernel points' rows taken from the column index
+(deformable reference), align_corners=False's pixel formula replaced by True's (STN), the
+skip warped in reverse order, the sample variance (n − 1) in eps_variance, detach ignored,
+the two gradients swapped in the backward (gradcheck), the mask applied to the wrong kernel
+points.
 """
 from __future__ import annotations
 
