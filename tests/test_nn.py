@@ -37,6 +37,8 @@ import textwrap
 import numpy as np
 import pytest
 import sympy as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch", reason="warptheory.nn needs torch (the test extra installs it)")
 F = torch.nn.functional
@@ -775,3 +777,27 @@ def test_readme_use_in_pytorch_runs():
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["y"].shape == (8, 16, 32, 32)
     assert set(eps_variances(namespace["block"])) == {"0.branch.0.1", "0.branch.3.1"}
+
+
+@settings(deadline=None, max_examples=15, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    kernel_size=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    groups=st.sampled_from([1, 2]),
+    offset_groups=st.sampled_from([1, 2]),
+)
+def test_deform_conv2d_with_zero_offsets_is_conv2d(seed, kernel_size, stride, padding, dilation, groups, offset_groups):
+    """Operator law: zero offsets and a unit mask give torch's conv2d, for any kernel size, stride,
+    padding, dilation, weight groups and offset groups (float64, 1e-12)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, 7, 6, generator=gen, dtype=F64)
+    weight = torch.randn(6, 4 // groups, *kernel_size, generator=gen, dtype=F64)
+    bias = torch.randn(6, generator=gen, dtype=F64)
+    ref = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    k = kernel_size[0] * kernel_size[1]
+    offset = torch.zeros(2, 2 * offset_groups * k, *ref.shape[2:], dtype=F64)
+    mask = torch.ones(2, offset_groups * k, *ref.shape[2:], dtype=F64)
+    assert rel_err(WF.deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask), ref) <= 1e-12
