@@ -9,7 +9,7 @@ Cases (float32, "tri" = bilinear, zeros padding, offsets ~ N(0, 2²) px):
   large: 2-D, B=32, N=64, 256×256
 
 Rows:
-* ours fwd            : warptheory._engine_cupy.warp
+* ours fwd            : warptheory.engines.cuda.launch.warp
 * ours fwd+bwd        : warp + warp_backward (grad_x by the deterministic sorted scatter, and grad_eps)
 * ours fwd+bwd atomic : the same with deterministic=False (floating-point atomics for grad_x)
 * torch fwd / fwd+bwd : torch.nn.functional.grid_sample(bilinear, align_corners=True, zeros) on CUDA,
@@ -84,7 +84,7 @@ def copy_bandwidth(cupy, repeats):
 
 
 def run_case(cupy, torch, name, shape, repeats, bandwidth, check):
-    from warptheory import _engine_cupy as engine
+    from warptheory.engines.cuda import launch as engine
     from warptheory.kernels import get_kernel
 
     kernel = get_kernel("tri")

@@ -1,11 +1,11 @@
 r"""The CUDA warp source, checked without a GPU (eqs 2–4 / 16–18, 49–51; paper_notes/cuda_engine.md).
 
-Three routes run the arithmetic of ``warptheory/cuda/warp.cuh`` on the CPU:
+Three routes run the arithmetic of ``warptheory/engines/cuda/warp.cuh`` on the CPU:
 
-* ``warptheory._engine_host``: the header built with g++ and driven by
-  ``warp_host.cpp``; compared with the numpy reference ``warptheory._engine_numpy``
+* ``warptheory.engines.cuda.host``: the header built with g++ and driven by
+  ``warp_host.cpp``; compared with the numpy reference ``warptheory.engines.reference``
   for every kernel, d, padding and dtype, forward and both gradients of warp and unwarp;
-* an *emulated CuPy*: ``warptheory._engine_cupy``'s own Python code runs against a
+* an *emulated CuPy*: ``warptheory.engines.cuda.launch``'s own Python code runs against a
   stand-in ``cupy`` module whose ``RawModule`` compiles the very translation unit the
   real engine hands to NVRTC, with g++ and a one-thread launch shim.  This checks the
   GPU engine's launch logic (argument order and types, template names, the key/sort/
@@ -34,9 +34,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from warptheory import _engine_cupy as cupy_engine
-from warptheory import _engine_host as host_engine
-from warptheory import _engine_numpy as reference
+from warptheory.engines.cuda import launch as cupy_engine
+from warptheory.engines.cuda import host as host_engine
+from warptheory.engines import reference
 from warptheory.kernels import BUILTIN_KERNELS, T, get_kernel, kernel_from_sympy, on_support
 
 # A user kernel with a smooth derivative (cubic "smoothstep", C^1, mean-preserving) to

@@ -10,7 +10,7 @@ import warptheory
 MODULES = sorted(
     name
     for _, name, _ in pkgutil.walk_packages(warptheory.__path__, prefix="warptheory.")
-    if not name.startswith("warptheory._engine_cupy")  # imports cupy lazily; its docs need a GPU
+    if not name.startswith("warptheory.engines.cuda.launch")  # imports cupy lazily; its docs need a GPU
 )
 
 

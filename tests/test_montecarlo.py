@@ -4,7 +4,7 @@ import concurrent.futures
 import numpy as np
 import pytest
 
-from warptheory.montecarlo import IIDCase, _numpy_warp_all, draw, run_iid
+from warptheory.montecarlo import IIDCase, _warp_all, draw, run_iid
 
 CASE = IIDCase("tri", d=2, channels=2, sigma_eps=0.4, mu_x=1.0, size=16, batch=2)
 
@@ -37,19 +37,35 @@ def test_dask_local_cluster_gives_identical_results():
         assert np.array_equal(a.replicates[q], b.replicates[q])
 
 
-def test_stand_in_engine_matches_warping_module():
-    warping = pytest.importorskip("warptheory.warping")
+def test_engine_is_one_plan_bitwise_the_functional_calls():
+    """The Monte-Carlo takes y and both gradients from one plan: bitwise warp + warp_backward."""
+    from warptheory import warping
+
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 9, 7))
     e = 0.8 * rng.standard_normal((2, 2, 9, 7))
     g = rng.standard_normal((2, 3, 9, 7))
     for padding in ("periodic", "zeros"):
-        y, gx, ge = _numpy_warp_all(x, e, g, "cos", padding)
+        y, gx, ge = _warp_all(x, e, g, "cos", padding, None)
         gx2, ge2 = warping.warp_backward(x, e, g, kernel="cos", padding=padding)
-        # float64 sums of ≤ 8 O(1) terms per element: a few ulps
-        np.testing.assert_allclose(y, warping.warp(x, e, kernel="cos", padding=padding), atol=1e-13)
-        np.testing.assert_allclose(gx, gx2, atol=1e-13)
-        np.testing.assert_allclose(ge, ge2, atol=1e-12)
+        assert y.tobytes() == warping.warp(x, e, kernel="cos", padding=padding).tobytes()
+        assert gx.tobytes() == gx2.tobytes() and ge.tobytes() == ge2.tobytes()
+
+
+def test_engine_import_failure_is_an_error():
+    """No stand-in engine: when the engine cannot be imported (here numba is made unimportable),
+    a run fails with that ImportError instead of falling back to other arithmetic."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from warptheory.montecarlo import IIDCase, run_iid\n"
+        "try:\n    run_iid(IIDCase('tri', d=1, channels=1, sigma_eps=0.1, size=8, batch=1), replicates=2)\n"
+        "except ImportError as exc:\n    print('error:', exc)\nelse:\n    print('ran without the engine')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "error:" in out.stdout and "numba" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("dist", ["gaussian", "uniform", "laplace"])

@@ -1,4 +1,4 @@
-"""The vector intrinsics of warptheory._simd against naive float64 numpy loops.
+"""The vector intrinsics of warptheory.engines.simd against naive float64 numpy loops.
 
 Each intrinsic fixes its summation order (module docstring), so the reference below
 computes the same operations in the same order with numpy scalars and the comparison is
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba.core.errors import TypingError
 
-from warptheory._simd import (
+from warptheory.engines.simd import (
     corner_sums4,
     from_channel_last8,
     gather4,
@@ -316,3 +316,46 @@ def test_intrinsics_reject_strided_or_integer_arrays():
         _run_transpose8x16(xb, xb.astype(np.float32), 0, 0)
     with pytest.raises(TypingError):
         _run_gather_channel_last8(xb, xb, 0, 0, 2, np.zeros(8, dtype=np.int64), cw, 0)  # fast must be uint32
+
+
+def test_engine_falls_back_to_plain_loops_when_the_intrinsics_fail(tmp_path):
+    """Forced failure: in a fresh process with an empty numba cache, llvmlite's
+    ``IRBuilder.shuffle_vector`` raises, so the intrinsics cannot be generated.  The capability
+    check warns once, ``simd.AVAILABLE`` is False, and the engine's plain loops give the numpy
+    reference's results (2-D with 9 channels: the channel-last and plane paths) within the
+    float32 tolerance of tests/test_warping.py (2 eps relative plus 2 eps of the scale)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import warnings
+        import llvmlite.ir
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("forced failure of the vector IR")
+
+        llvmlite.ir.IRBuilder.shuffle_vector = broken
+        import numpy as np
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import warptheory as wt
+            from warptheory.engines import simd
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(2, 9, 20, 17)).astype(np.float32)
+            g = rng.normal(size=x.shape).astype(np.float32)
+            eps = (2 * rng.normal(size=(2, 2, 20, 17))).astype(np.float32)
+            ours = [wt.warp(x, eps), *wt.warp_backward(x, eps, g), wt.unwarp(x, eps)]
+            ref = wt.warp_plan(eps, backend="numpy")
+            want = [ref.warp(x), *ref.backward(x, g), ref.unwarp(x)]
+        print("available", simd.AVAILABLE)
+        print("warnings", sum("vector intrinsics" in str(w.message) for w in caught))
+        print("error", max(float(np.max(np.abs(a - b)) / max(1.0, np.max(np.abs(b)))) for a, b in zip(ours, want)))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert lines.get("available") == "False", out.stdout + out.stderr[-3000:]
+    assert lines.get("warnings") == "1", out.stdout
+    assert float(lines["error"]) <= 4 * np.finfo(np.float32).eps, out.stdout  # rtol + atol of 2 eps each

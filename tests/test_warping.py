@@ -304,7 +304,7 @@ def test_grad_x_deterministic():
 def test_bilinear_fused_path_is_bitwise(seed, padding, dtype, scale, special):
     """The Numba engine's fused 2-D ``tri`` forward (taps computed inside each block) equals the
     two-stage path (tap arrays, then the gather) bitwise, NaN/inf offsets and thin images included."""
-    from warptheory import _engine_numba
+    from warptheory.engines import numba_cpu as _engine_numba
     from warptheory.kernels import get_kernel
 
     rng = np.random.default_rng(seed)
@@ -334,7 +334,7 @@ def test_channel_last_gather_is_bitwise(seed, padding, dtype, scale, special, wo
     forward, other kernels' forward and unwarp's grad_x (eq 50); channel counts with and
     without a remainder, sizes with position tails, NaN/inf offsets, the images split over
     workers whole (1, 2, 3 buffers) or one after the other, or as the engine chooses."""
-    from warptheory import _engine_numba
+    from warptheory.engines import numba_cpu as _engine_numba
     from warptheory.kernels import get_kernel
 
     rng = np.random.default_rng(seed)
@@ -375,7 +375,7 @@ def test_channel_last_scatter_is_bitwise(seed, padding, dtype, scale, special, w
     bitwise: the same fused multiply-adds reach every element in the same order, so this
     also pins grad_x's determinism to the plain path's.  Channel remainders, position
     tails, thin images, NaN/inf offsets, 1–3 workers or the engine's choice."""
-    from warptheory import _engine_numba
+    from warptheory.engines import numba_cpu as _engine_numba
     from warptheory.kernels import get_kernel
 
     rng = np.random.default_rng(seed)
@@ -394,7 +394,7 @@ def test_channel_last_scatter_is_bitwise(seed, padding, dtype, scale, special, w
 
 def test_channel_last_scatter_applies_where_it_should():
     """2-D only, eight channels or more, tasks that balance over the threads, bounded scratch."""
-    from warptheory import _engine_numba
+    from warptheory.engines import numba_cpu as _engine_numba
 
     workers = _engine_numba._scatter_workers
     threads = numba.get_num_threads()
@@ -410,7 +410,7 @@ def test_channel_last_scatter_applies_where_it_should():
 def test_channel_last_forward_applies_where_it_should():
     """Eight channels or more, images of at least 2 × 2 and a bounded copy; images split over
     the threads only when that balances and each copy is small."""
-    from warptheory import _engine_numba
+    from warptheory.engines import numba_cpu as _engine_numba
 
     workers = _engine_numba._channel_last_workers
     threads = numba.get_num_threads()
@@ -440,7 +440,7 @@ def test_channel_last_forward_applies_where_it_should():
 def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, need_dw):
     """The vectorised 2-D ``tri`` taps (floors, φ and φ' of both taps per axis) equal those of the
     generic per-kernel tap stage bitwise, NaN/inf offsets, huge offsets and thin images included."""
-    from warptheory import _engine_numba
+    from warptheory.engines import numba_cpu as _engine_numba
     from warptheory.kernels import get_kernel
 
     rng = np.random.default_rng(seed)
@@ -630,7 +630,7 @@ def test_undefined_offsets(bad, padding, backend):
 @pytest.mark.parametrize("operation", ["warp_backward", "unwarp_backward"])
 def test_infinite_slope_on_the_lattice_matches_factorised_reference(operation, padding):
     """sqrt_tri has φ'(-1⁺) = +∞: on-lattice positions give ±∞ or 0, never NaN from ∞·0 (s02 note)."""
-    from warptheory import _engine_numpy
+    from warptheory.engines import reference as _engine_numpy
 
     rng = np.random.default_rng(7)
     x = rng.normal(size=(2, 3, 5, 6))

@@ -34,8 +34,10 @@ SPECIAL = (np.nan, np.inf, -np.inf, 2.0, -1.5, 0.0, 1e6, -1e17)
 
 
 def kernel(name):
+    from warptheory.kernels import get_kernel
+
     if name != "smoothstep":
-        return name
+        return get_kernel(name)
     import sympy as sp
 
     from warptheory.kernels import T, kernel_from_sympy, on_support

@@ -17,8 +17,8 @@ The estimates are built to be compared with :mod:`warptheory.moments` through
   because outputs that share inputs are correlated;
 * replicates are mapped over any :class:`concurrent.futures.Executor` (a
   ``distributed.Client`` works too, through its ``submit``);
-* ``backend`` is passed to :func:`warptheory.warping.warp`; without that module a small
-  numpy two-tap engine (``_numpy_warp``) stands in.
+* ``backend`` is passed to :func:`warptheory.warping.warp_plan`; y and both gradients of a
+  batch come from one plan.
 
 >>> case = IIDCase("tri", d=1, channels=2, sigma_eps=0.5, size=32, batch=4)
 >>> a = run_iid(case, replicates=4, batches=1, seed=7)
@@ -35,6 +35,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import warping
 from .kernels import BUILTIN_KERNELS, Kernel, get_kernel
 from .stats import batch_means
 
@@ -85,77 +86,12 @@ def draw(rng: np.random.Generator, dist: str, mu: float, sigma: float, shape) ->
     raise ValueError(f"x_dist: expected one of {X_DISTRIBUTIONS}, got {dist!r}")
 
 
-# ----------------------------------------------------------------------------- numpy stand-in engine
-def _taps(eps, spatial, padding):
-    """Two taps per axis: flat index, validity and the fractional parts (frac - c is φ's argument)."""
-    d = len(spatial)
-    grids = np.meshgrid(*[np.arange(s) for s in spatial], indexing="ij")
-    corners = []
-    fr = []
-    base = []
-    for k in range(d):
-        pos = grids[k][None] + eps[:, k]
-        f = np.floor(pos)
-        fr.append(pos - f)
-        base.append(f.astype(np.int64))
-    strides = np.cumprod((1,) + tuple(spatial[::-1]))[:-1][::-1]
-    for corner in np.ndindex(*(2,) * d):
-        flat = np.zeros(eps.shape[:1] + tuple(spatial), dtype=np.int64)
-        valid = np.ones(flat.shape, dtype=bool)
-        for k, c in enumerate(corner):
-            idx = base[k] + c
-            if padding == "periodic":
-                idx = np.mod(idx, spatial[k])
-            else:
-                valid &= (idx >= 0) & (idx < spatial[k])
-                idx = np.clip(idx, 0, spatial[k] - 1)
-            flat += idx * strides[k]
-        corners.append((corner, flat.reshape(flat.shape[0], -1), valid.reshape(valid.shape[0], -1)))
-    return corners, [f.reshape(f.shape[0], -1) for f in fr]
-
-
-def _numpy_warp_all(x, eps, grad_y, kernel, padding):
-    """y, ∇_x L, ∇_ε L of eqs 2–4 with a two-tap numpy gather/scatter (the stand-in engine)."""
-    kern = get_kernel(kernel)
-    bsz, n = x.shape[:2]
-    spatial = x.shape[2:]
-    d = len(spatial)
-    npix = int(np.prod(spatial))
-    xf = x.reshape(bsz, n, npix)
-    gf = grad_y.reshape(bsz, n, npix)
-    corners, fr = _taps(eps, spatial, padding)
-    y = np.zeros_like(xf)
-    gx = np.zeros(bsz * n * npix)
-    geps = np.zeros((bsz, d, npix))
-    offs = (np.arange(bsz)[:, None, None] * n + np.arange(n)[None, :, None]) * npix
-    for corner, flat, valid in corners:
-        w_axis = [kern.value(fr[k] - c) for k, c in enumerate(corner)]
-        dw_axis = [kern.derivative(fr[k] - c) for k, c in enumerate(corner)]
-        w = np.prod(w_axis, axis=0) * valid
-        xg = np.take_along_axis(xf, np.broadcast_to(flat[:, None, :], xf.shape), axis=2)
-        y += xg * w[:, None, :]
-        contrib = gf * w[:, None, :]
-        gx += np.bincount((offs + flat[:, None, :]).ravel(), weights=contrib.ravel(), minlength=gx.size)
-        gxsum = np.sum(gf * xg, axis=1)
-        for i in range(d):
-            wi = dw_axis[i] * valid
-            for k in range(d):
-                if k != i:
-                    wi = wi * w_axis[k]
-            geps[:, i] += gxsum * wi
-    return y.reshape(x.shape), gx.reshape(x.shape), geps.reshape((bsz, d) + tuple(spatial))
-
-
+# ----------------------------------------------------------------------------- the engine
 def _warp_all(x, eps, grad_y, kernel, padding, backend):
-    try:
-        from . import warping  # noqa: F401  (helper W's engine)
-    except Exception:  # not there yet, or failing to import: the stand-in keeps the suite usable
-        if backend not in (None, "numpy"):
-            raise
-        return _numpy_warp_all(x, eps, grad_y, kernel, padding)
-    y = warping.warp(x, eps, kernel=kernel, padding=padding, backend=backend)
-    gx, geps = warping.warp_backward(x, eps, grad_y, kernel=kernel, padding=padding, backend=backend)
-    return np.asarray(y), np.asarray(gx), np.asarray(geps)
+    """y, ∇_x L, ∇_ε L of eqs 2–4 through one plan (taps computed once for the three)."""
+    plan = warping.warp_plan(eps, kernel=kernel, padding=padding, backend=backend)
+    grad_x, grad_eps = plan.backward(x, grad_y)
+    return np.asarray(plan.warp(x)), np.asarray(grad_x), np.asarray(grad_eps)
 
 
 # ----------------------------------------------------------------------------- IID runs
@@ -289,7 +225,7 @@ def run_iid(case: IIDCase, *, replicates: int = 64, batches: int = 1, seed: int 
     executor : concurrent.futures.Executor or distributed.Client, optional
         Runs the replicates; None runs them in this process.
     backend : str, optional
-        Passed to :func:`warptheory.warping.warp` ("numba", "numpy", "cupy").
+        Passed to :func:`warptheory.warping.warp_plan` ("numba", "numpy", "cupy").
     progress : bool
         Show a progress bar (tqdm if installed, else a counter on stderr).
     """

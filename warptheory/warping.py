@@ -39,11 +39,9 @@ True
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import numpy as np
 
+from . import engines
 from ._docs import docfiller
 from .kernels import get_kernel
 
@@ -176,9 +174,7 @@ def _engine(backend, array_kind):
             f"backend: {backend!r} cannot take {array_kind} arrays; "
             + ("move them with cupy.asarray" if backend == "cupy" else "use backend='cupy' (or None) for CuPy arrays")
         )
-    if backend == "cupy" and importlib.util.find_spec("cupy") is None:
-        raise ModuleNotFoundError("backend: 'cupy' needs CuPy; install it with `pip install cupy-cuda12x`")
-    return importlib.import_module(f"warptheory._engine_{backend}")
+    return engines.load(backend)
 
 
 def _check_need(need_x, need_eps, eps_name="need_eps"):
@@ -276,9 +272,13 @@ class WarpPlan:
         if grad_y.shape[1] != x.shape[1]:
             raise ValueError(f"grad_y: expected {x.shape[1]} channels like x, got {grad_y.shape[1]}")
 
-    def _slope(self, outer, src):
-        grad = self._taps.position_derivative(outer, src)
-        return _exact_infinite_slopes(grad, self, outer, src)
+    def corner_weights(self):
+        """``(index, weight)``, each (B, C, P_out): the flat input index and weight Π_k φ(t_k) of
+        every tap of every output position (index -1 where the padding drops it), i.e. the
+        sparse rows of the warp (eq 2).  Listed by the reference engine only (``backend="numpy"``)."""
+        if not hasattr(self._taps, "corner_weights"):
+            raise NotImplementedError(f"corner_weights: the {self.backend!r} engine does not list taps; use backend='numpy'")
+        return self._taps.corner_weights()
 
     # -- the four operations
     def warp(self, x):
@@ -295,7 +295,7 @@ class WarpPlan:
             return None, None
         self._taps.prepare(bool(need_eps))
         grad_x = self._taps.scatter(grad_y) if need_x else None
-        return grad_x, (self._slope(grad_y, x) if need_eps else None)
+        return grad_x, (self._taps.position_derivative(grad_y, x) if need_eps else None)
 
     def unwarp(self, x):
         """Eq 49, the transpose of :meth:`warp`: (B, N, *out_shape) -> (B, N, *in_shape)."""
@@ -311,7 +311,7 @@ class WarpPlan:
             return None, None
         self._taps.prepare(bool(need_eps))
         grad_x = self._taps.gather(grad_y) if need_x else None
-        return grad_x, (self._slope(x, grad_y) if need_eps else None)
+        return grad_x, (self._taps.position_derivative(x, grad_y) if need_eps else None)
 
 
 def _check_positions(name, positions, what):
@@ -666,38 +666,15 @@ def unwarp_backward(x, eps, grad_y, kernel="tri", padding="zeros", need_x=True, 
     return plan.unwarp_backward(x, grad_y, need_x=need_x, need_eps=need_eps)
 
 
-def _exact_infinite_slopes(grad_eps, plan, outer, src):
-    """Redo, with the factorised reference, grad_eps entries that met an infinite slope.
-
-    A kernel with φ' = ±∞ somewhere (sqrt_tri at t = -1) gives ∞·0 or ∞ - ∞ in the fast
-    engines' per-corner products, i.e. NaN where the exact value is ±∞ or 0.  Such
-    positions have measure zero (a sample coordinate exactly on the lattice), so they are
-    recomputed by the reference, which multiplies each slope by one finite sum.
-    """
-    if plan.backend != "numba" or all(np.isfinite(v) for v in plan.kernel.derivative_right_limits.values()):
-        return grad_eps
-    xp = np if isinstance(grad_eps, np.ndarray) else importlib.import_module("cupy")
-    finite_eps = xp.all(xp.isfinite(plan._positions), axis=1, keepdims=True)
-    suspect = xp.isnan(grad_eps) & finite_eps
-    if not bool(suspect.any()):
-        return grad_eps
-    from . import _engine_numpy
-
-    to_host = (lambda a: a) if xp is np else xp.asnumpy
-    reference = _engine_numpy.Taps(to_host(plan._positions), plan._relative, plan.in_shape, plan.kernel, plan.padding)
-    exact = reference.position_derivative(to_host(outer), to_host(src))
-    return xp.where(suspect, xp.asarray(exact), grad_eps)
-
-
 @_fill_doc
 def warp_matrix(eps, kernel="tri", padding="zeros"):
     r"""The warp of one batch item as a sparse matrix :math:`K`, ``warp(x)[0, n].ravel() == K @ x[0, n].ravel()``.
 
     :math:`K_{\mathbf v \mathbf u} = \sum_{\mathbf u' \to \mathbf u} \prod_k \varphi(v_k - u'_k + \varepsilon_{k\mathbf v})`,
     the sum running over the lattice points ``u'`` that the padding maps to ``u``
-    (several for ``periodic`` on small lattices and for ``border``).  Built by the
-    numpy reference; meant for small problems and for checks such as
-    :math:`K^\top` = unwarp.
+    (several for ``periodic`` on small lattices and for ``border``).  Built from the taps
+    the numpy reference lists (:meth:`WarpPlan.corner_weights`); meant for small problems and
+    for checks such as :math:`K^\top` = unwarp.
 
     Parameters
     ----------
@@ -722,8 +699,6 @@ def warp_matrix(eps, kernel="tri", padding="zeros"):
     """
     import scipy.sparse
 
-    from . import _engine_numpy
-
     if not isinstance(eps, np.ndarray):
         raise TypeError(f"eps: expected a numpy array, got {type(eps).__name__}")
     _check_dtype("eps", eps)
@@ -734,19 +709,10 @@ def warp_matrix(eps, kernel="tri", padding="zeros"):
     if not np.all(np.isfinite(eps)):
         raise ValueError("eps: warp_matrix needs finite offsets (an undefined position has no matrix row)")
     _check_padding(padding)
-    k = get_kernel(kernel)
-    spatial = tuple(eps.shape[1:])
-    size = int(np.prod(spatial))
-    corners, _ = _engine_numpy._corners(eps[None], spatial, padding)
-    rows, cols, vals = [], [], []
-    for flat, inside, ts, _ in corners:
-        w = _engine_numpy._weights(k, ts)[0]
-        keep = inside[0] & (w != 0)
-        rows.append(np.nonzero(keep)[0])
-        cols.append(flat[0][keep])
-        vals.append(w[keep])
-    matrix = scipy.sparse.coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size)
-    )
+    size = int(np.prod(eps.shape[1:]))
+    index, weight = warp_plan(eps[None], kernel, padding, backend="numpy").corner_weights()
+    keep = (index[0] >= 0) & (weight[0] != 0)  # corner-major, then position: the order of the sums
+    rows = np.broadcast_to(np.arange(size), keep.shape)[keep]
+    matrix = scipy.sparse.coo_matrix((weight[0][keep], (rows, index[0][keep])), shape=(size, size))
     return matrix.tocsr()  # duplicates (taps that the padding folds together) are summed
 

@@ -1,16 +1,16 @@
 r"""Host build of the CUDA warp source: the GPU arithmetic, run on the CPU (eqs 2–4, 49–51).
 
-The per-element math of the GPU engine lives in ``warptheory/cuda/warp.cuh`` as
+The per-element math of the GPU engine lives in ``warptheory/engines/cuda/warp.cuh`` as
 ``__host__ __device__`` functions.  This module compiles that same header with g++,
 together with the kernel's generated :math:`\varphi`/:math:`\varphi'` source
 (:meth:`warptheory.kernels.Kernel.c_source`) and a small C++ driver
-(``warptheory/cuda/warp_host.cpp``) that loops over outputs, into a shared library
+(``warptheory/engines/cuda/warp_host.cpp``) that loops over outputs, into a shared library
 loaded with :mod:`ctypes`.  A machine without a GPU (CI) therefore runs, and tests, the
 exact arithmetic of the CuPy engine, including its deterministic three-pass scatter
 for warp's grad_x and unwarp.  It is a verification engine: single-threaded, not fast.
 See ``paper_notes/cuda_engine.md``.
 
-Conventions (shared by every engine, see ``warptheory/_engine_numpy.py``): x and grad_y
+Conventions (shared by every engine, see ``warptheory/engines/reference.py``): x and grad_y
 have shape ``(B, N, *S)``, eps ``(B, d, *S)`` with ``d = len(S)`` in 1..3, one float
 dtype; padding is ``"zeros"``, ``"periodic"`` or ``"border"``.  A non-finite offset
 makes a gather at that position NaN (warp output, every grad_eps, unwarp grad_x) and
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernels import Kernel, get_kernel
+from ...kernels import Kernel, get_kernel
 
 __all__ = [
     "HostCompilerError",
@@ -63,7 +63,7 @@ __all__ = [
     "cuda_source_dir",
 ]
 
-_CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+_CUDA_DIR = Path(__file__).resolve().parent
 _PADDING_CODES = {"zeros": 0, "periodic": 1, "border": 2}
 _DTYPE_CODES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
 _STATUS = {1: "bad argument (dtype, d or padding code)", 2: "out of memory"}

@@ -1,9 +1,9 @@
 // Host (g++) driver for the functions of warp.cuh: the same per-element arithmetic the
 // GPU kernels run, looped over outputs on one CPU thread, exported with C linkage for
-// ctypes (warptheory/_engine_host.py).  Its purpose is verification: CI has no GPU,
+// ctypes (warptheory/engines/cuda/host.py).  Its purpose is verification: CI has no GPU,
 // so it runs this build and compares it with the numpy reference.
 //
-// warptheory/_engine_host.py compiles  warp.cuh + Kernel.c_source("wt_phi") + this
+// warptheory/engines/cuda/host.py compiles  warp.cuh + Kernel.c_source("wt_phi") + this
 // file  as one translation unit.  The scatter uses the same three deterministic
 // passes as the GPU (pass 2 is a stable counting sort here, a radix sort of unique
 // keys there; both give the same order), so the host result is what the GPU computes.

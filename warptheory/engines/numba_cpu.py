@@ -1,6 +1,6 @@
 r"""Numba CPU warp engine (paper eqs 2–4, 16–18, 49–51).
 
-Same interface and conventions as the reference :mod:`warptheory._engine_numpy`
+Same interface and conventions as the reference :mod:`warptheory.engines.reference`
 (see ``paper_notes/s02_warping.md``).  Two stages:
 
 1. **Axis taps** (the only kernel-dependent code, one small jitted function compiled
@@ -21,13 +21,13 @@ Same interface and conventions as the reference :mod:`warptheory._engine_numpy`
    eq 49); four channels per sweep share the block's index and weight loads.  In 2-D
    a position whose four corners are inside the lattice and adjacent (the common case)
    is read through one base index, with the vector intrinsics of
-   :mod:`warptheory._simd` (pair loads, four channels per call) and software prefetch
+   :mod:`warptheory.engines.simd` (pair loads, four channels per call) and software prefetch
    of the rows ahead; the others read each corner, an outside corner as 0 (a select on
    the loaded value, so x itself is never copied or padded).  The tap arrays are
    per-thread scratch reused across calls (:func:`_scratch`).
 
 In 2-D with eight channels or more the gathers and the scatter work channel-last, eight
-channels per vector (:mod:`warptheory._simd`): the gather (:func:`_gather_2d_channel_last`)
+channels per vector (:mod:`warptheory.engines.simd`): the gather (:func:`_gather_2d_channel_last`)
 copies each image to positions × channels first and reads a corner's eight channels with one
 load; the scatter (:func:`_scatter_2d_channel_last`) accumulates each group of eight channels
 in a positions × 8 float64 buffer; 8 × 8 register transposes bring results back to channel
@@ -62,28 +62,27 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._simd import (
-    corner_sums4,
-    from_channel_last8,
-    gather4,
-    gather_channel_last8,
-    prefetch,
-    scatter4,
-    scatter_channel_last16,
-    transpose8x16,
-)
+from .simd import AVAILABLE as _SIMD
+from .simd import engine_corner_sums4 as corner_sums4
+from .simd import engine_from_channel_last8 as from_channel_last8
+from .simd import engine_gather4 as gather4
+from .simd import engine_gather_channel_last8 as gather_channel_last8
+from .simd import engine_prefetch as prefetch
+from .simd import engine_scatter4 as scatter4
+from .simd import engine_scatter_channel_last16 as scatter_channel_last16
+from .simd import engine_transpose8x16 as transpose8x16
 
-__all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward"]
+__all__ = ["Taps", "warp", "release_scratch"]
 
 PADDING_CODES = {"zeros": 0, "periodic": 1, "border": 2}
 
 # Positions per parallel task: large enough that per-task overhead and the block's
 # corner expansion are negligible next to the channel loop, small enough that the
 # block's scratch (C corners × (index + weights), ~34 KB in 2-D) stays in L1/L2 and a
-# single large image balances over threads (measured: 512 ≈ 5 % faster than 256 or 1024).
+# single large image balances over threads (bench/RESULTS.md, second pass).
 _BLOCK = 512
 # Prefetch distance of the 2-D fast paths, in positions (4 KB of float32 ahead; 768–3072
-# measured alike, without it the forward is 10–15 % slower with 8 images).
+# measured alike; bench/RESULTS.md, third pass).
 _AHEAD = 1024
 
 # Channels per vector of the channel-last forward (eight float64 lanes: one AVX-512 register).
@@ -101,11 +100,14 @@ _UNDEFINED = np.int32(-(2**31))
 # Block base index of a position that does not take the 2-D fast path.
 _SLOW = np.uint32(0xFFFFFFFF)
 
-# FMA contraction only (see the module docstring): ~10 % off the gather.
+# FMA contraction only (see the module docstring; bench/RESULTS.md, second pass).
 _JIT = dict(nogil=True, error_model="numpy", fastmath={"contract"})
+# numba keys its disk cache on this file, not on which inner loops (intrinsics or plain,
+# warptheory.engines.simd) a compiled function calls: cache only the intrinsic build.
+_CACHE = _SIMD
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _block_of(task, nblocks, npos):
     """Batch item and position range ``[start, stop)`` of parallel task ``task``."""
     start = (task % nblocks) * _BLOCK
@@ -238,7 +240,16 @@ def _axis_taps_2d(phi, dphi, eps, out_spatial, relative, spatial, padding, need_
 _axis_taps = numba.njit(parallel=True, **_JIT)(_axis_taps_py)
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
+def _slope_factor(slope, inner):
+    """The slope that multiplies a tap's weighted sum ``inner``: φ' itself, except that an infinite
+    slope (sqrt_tri at t = -1) meeting a zero sum gives 0 (0·∞ := 0; warp.cuh's wt_slope_factor).
+    Applied for kernels with an infinite slope only (the ``factorised`` loop of
+    :func:`_position_derivative`): for finite slopes it changes nothing but the sign of a zero.""" 
+    return 0.0 if (inner == 0.0 and not np.isfinite(slope)) else slope
+
+
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _tap_pair(floor, size, padding):
     """Lattice indices of the two taps of one axis from the stored floor; -1 = outside."""
     if padding == 0:
@@ -255,7 +266,7 @@ def _tap_pair(floor, size, padding):
     return i0, i1
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _corner_indices_2d(cidx, j, row_floor, col_floor, height, width, padding):
     """``cidx[j, :]``: flat index of each 2-D corner from the reduced floors, -1 outside."""
     a0, a1 = _tap_pair(np.int64(row_floor), height, padding)
@@ -266,7 +277,7 @@ def _corner_indices_2d(cidx, j, row_floor, col_floor, height, width, padding):
     cidx[j, 3] = -1 if (a1 < 0 or e1 < 0) else a1 * width + e1
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _prefetch_rows(xb, first, q, width):
     """Hint the two rows of four channels :data:`_AHEAD` positions past ``q``."""
     ahead = np.int64(q) + _AHEAD
@@ -275,7 +286,7 @@ def _prefetch_rows(xb, first, q, width):
         prefetch(xb, first + k, ahead + width)
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, cidx, cw):
     """:func:`_expand_block` in 2-D without φ' corners: a branch-free pass for the fast
     index and the corner weights of every position, then the corner indices of the
@@ -314,7 +325,7 @@ def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, ci
         _corner_indices_2d(cidx, j, base0[j], base1[j], height, width, padding)
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
     """The block's corners from the axis taps, into the task's scratch.
 
@@ -404,7 +415,7 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     return npos
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _gather_fast4(xb, yb, first, start, m, width, fast, cw):
     """The fast-path positions of four channels of one block (a loop of its own: with the
     slow path beside it LLVM spilled the loop's pointers to the stack)."""
@@ -416,7 +427,7 @@ def _gather_fast4(xb, yb, first, start, m, width, fast, cw):
             gather4(xb, yb, first, start + j, q, width, cw, j)
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _gather_slow4_2d(xb, yb, first, start, m, fast, cidx, cw):
     """The other 2-D positions of four channels of one block: each corner by its own index,
     an outside one (index -1) read as 0; indices and weights loaded once for the four channels."""
@@ -444,7 +455,7 @@ def _gather_slow4_2d(xb, yb, first, start, m, fast, cidx, cw):
             yb[n, start + j] = acc
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
     """Channels ``first .. first + count - 1`` (count 1 or 4) of one block of the gather.
 
@@ -482,7 +493,7 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
                 yr[j] = acc
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _gather_scratch_2d():
     """A parallel task's block scratch for the 2-D gathers: fast index, corner indices,
     corner weights, and the weight rows of :func:`_tri_block_2d`."""
@@ -493,7 +504,7 @@ def _gather_scratch_2d():
     return fast, cidx, cw, columns
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _tri_taps_at(pos, e0, e1, fwidth):
     """Floors and ``tri`` tap weights of 2-D position ``pos`` (branch-free; see
     :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
@@ -508,7 +519,7 @@ def _tri_taps_at(pos, e0, e1, fwidth):
     return f0, f1, a, 1.0 - a, c, 1.0 - c
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns):
     """Axis taps and block expansion in one pass, for the built-in ``tri`` kernel in 2-D.
 
@@ -574,7 +585,7 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
             _corner_indices_2d(cidx, j, f0, f1, height, width, padding)
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _gather_tri_2d(x, eps, spatial, padding, out):
     """Eq 2 for the built-in ``tri`` kernel in 2-D: :func:`_gather` with the tap stage
     fused into each block (no tap arrays, one parallel pass)."""
@@ -589,7 +600,7 @@ def _gather_tri_2d(x, eps, spatial, padding, out):
         _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _to_channel_last(xb, xt, start, stop):
     """``xt[p, c] = xb[c, p]`` for positions ``start <= p < stop`` and the channels of ``xt``
     (a multiple of :data:`_GROUP`)."""
@@ -603,7 +614,7 @@ def _to_channel_last(xb, xt, start, stop):
                 xt[tail, k] = xb[k, tail]
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _gather_block_channel_last(xt, xb, yb, start, m, width, fast, cidx, cw):
     """:func:`_gather_block` with the channels of ``xt`` (positions × channels, a copy of
     the first ``xt.shape[1]`` channel planes) read eight at a time by
@@ -624,7 +635,7 @@ def _gather_block_channel_last(xt, xb, yb, start, m, width, fast, cidx, cw):
     _gather_block(xb, yb, start, m, width, fast, cidx, cw, grouped)
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns):
     """A 2-D gather block's corners: from ``eps`` for the built-in ``tri`` (``base`` empty,
     :func:`_tri_block_2d`), else from the tap arrays (:func:`_expand_block_2d`)."""
@@ -634,7 +645,7 @@ def _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx
         _expand_block_2d(base, w, b, start, stop, spatial, padding, True, fast, cidx, cw)
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
     """The 2-D gather (:func:`_gather_tri_2d` with ``base`` empty, else :func:`_gather`)
     reading the first ``xt.shape[2]`` channels from a channel-last copy of each image, made
@@ -674,7 +685,7 @@ def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
             _gather_block_channel_last(xt0, x[b], out[b], start, stop - start, width, fast, cidx, cw)
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _gather(x, base, w, spatial, padding, out):
     """out[b,n,v] = Σ_c w_c(b,v) x[b,n,corner_c(b,v)]  (eq 2; eq 50 for unwarp)."""
     batch, channels, npos = out.shape
@@ -693,7 +704,7 @@ def _gather(x, base, w, spatial, padding, out):
         _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
     """Channels ``first ..`` of one expanded block of the gather."""
     channels = xb.shape[0]
@@ -705,7 +716,7 @@ def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
         n += count
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
     """``csum[j, c] += Σ_n g[n, start + j] x[n, corner_c(j)]`` over channels ``first ..
     first + count - 1`` (count 1 or 4) of one block; an outside corner reads x as 0.
@@ -762,16 +773,18 @@ def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
                     csum[j, c] += h * (np.float64(xr[max(i, 0)]) if i >= 0 else 0.0)
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
-def _position_derivative(x, g, base, w, dw, spatial, padding, out):
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
+def _position_derivative(x, g, base, w, dw, spatial, padding, factorised, out):
     """out[b,i,v] = Σ_c dw_{c,i}(b,v) Σ_n g[b,n,v] x[b,n,corner_c(b,v)]  (eqs 4, 51).
 
     The channel sum is taken first, per corner (four channels per sweep, as in the
     gather), so each output costs the slopes once per block rather than once per
-    channel.  In 2-D the slopes are then applied factorised like the reference,
+    channel.  The slopes are then applied factorised like the reference (and warp.cuh),
     ``φ'(t_{i,a}) · Σ_{corners with tap a on axis i} Π_{k≠i} φ · S_c``, so an infinite
-    slope multiplies one finite sum (±∞, or NaN where that sum is 0 — which
-    :func:`warptheory.warping._exact_infinite_slopes` redoes).
+    slope multiplies one finite sum: ±∞, 0 where that sum is 0 (:func:`_slope_factor`),
+    NaN only for ∞ − ∞ (``factorised``: kernels with an infinite slope, any d).  For finite
+    slopes the 2-D loop writes the same factorised form out, and 1-D and 3-D keep the
+    per-corner products ``φ'·Π_{k≠i} φ``, each in the order of the engine before issue 11.
     """
     batch, d, npos = out.shape
     channels = g.shape[1]
@@ -784,8 +797,9 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, out):
         fast = np.empty(_BLOCK, dtype=np.uint32)
         cidx = np.empty((_BLOCK, ncorner), dtype=np.int64)
         cw = np.empty((0, 0), dtype=np.float64)
-        cdw = np.empty((_BLOCK if d != 2 else 0, ncorner, d), dtype=np.float64)
-        _expand_block(base, w, dw, b, start, stop, spatial, padding, False, d != 2, fast, cidx, cw, cdw)
+        cdw = np.empty((_BLOCK if (d != 2 and not factorised) else 0, ncorner, d), dtype=np.float64)
+        _expand_block(base, w, dw, b, start, stop, spatial, padding, False, d != 2 and not factorised, fast, cidx,
+                      cw, cdw)
         csum = np.zeros((_BLOCK, ncorner), dtype=np.float64)
         xb = x[b]
         gb = g[b]
@@ -794,7 +808,7 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, out):
             count = 4 if n + 4 <= channels else 1
             _corner_sums(xb, gb, n, count, start, m, width, fast, cidx, csum)
             n += count
-        if d == 2:
+        if d == 2 and not factorised:
             for j in range(m):
                 pos = start + j
                 wa0 = w[b, 0, 0, pos]
@@ -807,6 +821,23 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, out):
                 s3 = csum[j, 3]
                 out[b, 0, pos] = dw[b, 0, 0, pos] * (we0 * s0 + we1 * s1) + dw[b, 0, 1, pos] * (we0 * s2 + we1 * s3)
                 out[b, 1, pos] = dw[b, 1, 0, pos] * (wa0 * s0 + wa1 * s2) + dw[b, 1, 1, pos] * (wa0 * s1 + wa1 * s3)
+        elif factorised:
+            for j in range(m):
+                pos = start + j
+                for k in range(d):
+                    inner0 = 0.0
+                    inner1 = 0.0
+                    for c in range(ncorner):
+                        others = 1.0
+                        for i in range(d):
+                            if i != k:
+                                others *= w[b, i, (c >> (d - 1 - i)) & 1, pos]
+                        if (c >> (d - 1 - k)) & 1:
+                            inner1 += others * csum[j, c]
+                        else:
+                            inner0 += others * csum[j, c]
+                    out[b, k, pos] = (_slope_factor(dw[b, k, 0, pos], inner0) * inner0
+                                      + _slope_factor(dw[b, k, 1, pos], inner1) * inner1)
         else:
             for j in range(m):
                 for k in range(d):
@@ -816,7 +847,7 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, out):
                     out[b, k, start + j] = acc
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw):
     """Channels ``n .. n + count - 1`` (count 1 or 4) of one block of the scatter, added
     to their private planes ``acc[n - first]`` in increasing (position, corner) order.
@@ -867,7 +898,7 @@ def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw)
                     ar[cidx[j, c]] += cw[j, c] * gv
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _padded_row(length):
     """Row length (float64 elements) of the scatter's private planes: at least ``length``,
     and ≡ 136 (1088 bytes) modulo 512 (a 4 KB page).  Unpadded 128×128 planes lie
@@ -877,7 +908,7 @@ def _padded_row(length):
     return ((length + 511) // 512) * 512 + 136
 
 
-@numba.njit(cache=True, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, spare):
     """:func:`_expand_block` for a scatter: a slow position's outside taps, and every tap of
     an undefined position (NaN weight), are pointed at the accumulator's spare slot."""
@@ -889,7 +920,7 @@ def _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx,
                     cidx[j, c] = spare
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _scatter(g, base, w, spatial, padding, group, out):
     """out[b,n,u] = Σ_{(v,c) → u} w_c(b,v) g[b,n,v]  (eq 3; eq 49 for unwarp).
 
@@ -934,7 +965,7 @@ def _scatter(g, base, w, spatial, padding, group, out):
                 yr[u] = ar[u]
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _scatter_block_channel_last(gb, acc, first, start, m, width, fast, cidx, cw):
     """Channels ``first .. first + 7`` of one 2-D block of the scatter, into the channel-last
     accumulator ``acc`` (positions + spare row × 8), each element in increasing
@@ -954,7 +985,7 @@ def _scatter_block_channel_last(gb, acc, first, start, m, width, fast, cidx, cw)
                 acc[row, k] += wc * np.float64(gb[first + k, start + j])
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
     """:func:`_scatter` in 2-D for the first ``8 · (channels // 8)`` channels: each task, a
     batch item and a group of eight channels, adds into a channel-last float64
@@ -962,7 +993,7 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
     at the end — bitwise the same result, since every element receives the same fused
     multiply-adds in the same order (``test_channel_last_scatter_is_bitwise``).  Worker
     ``k`` takes tasks ``k, k + K, ...``.  (One task per batch item with all its groups in
-    one accumulator, so that the block expansion is shared, measured 10 % slower: the
+    one accumulator, so that the block expansion is shared, was slower (bench/RESULTS.md): the
     accumulator outgrows L2.)"""
     batch, channels, npos = out.shape
     nsrc = base.shape[2]
@@ -994,7 +1025,7 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
                     yb[first + k, pos] = sums[pos, k]
 
 
-@numba.njit(cache=True, **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, w, dw):
     """:func:`_axis_taps_2d` for the built-in ``tri`` kernel, bitwise, in a loop LLVM
     vectorises (see :func:`_tri_block_2d` for the exact float row/column and
@@ -1053,7 +1084,7 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, 
                 base1[j], _ = _reduced_floor(p1, width, padding)
 
 
-@numba.njit(parallel=True, cache=True, **_JIT)
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _tri_taps_2d(eps, spatial, padding, need_dw, base, w, dw):
     """The axis taps of :func:`_axis_taps` for the built-in ``tri`` kernel in 2-D (bitwise
     the same arrays; ``test_bilinear_taps_are_bitwise``)."""
@@ -1064,14 +1095,19 @@ def _tri_taps_2d(eps, spatial, padding, need_dw, base, w, dw):
         _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, need_dw, base, w, dw)
 
 
-# The axis taps are scratch that lives for one call.  Allocating them afresh each call
-# made glibc return and re-map the pages whenever the heap top crossed its trim
-# threshold, which depends on the allocation history: measured 2016 page faults and
-# 2.6 ms of system time per call for the taps of an (8, 2, 128, 128) eps with φ and φ'
-# (4× the time of the taps themselves).  Each thread therefore keeps its tap buffers,
-# up to _WORKSPACE_BYTES per buffer; larger ones are allocated per call.
+# A transient plan's taps, the channel-last copies and the scatter accumulators are scratch
+# that lives for one call.  Allocating them afresh each call made glibc return and re-map the
+# pages whenever the heap top crossed its trim threshold, which depends on the allocation
+# history (page faults costing several times the taps themselves; bench/RESULTS.md, third
+# pass).  Each thread therefore keeps its buffers, up to _WORKSPACE_BYTES each (larger ones are
+# allocated per call), until release_scratch().
 _WORKSPACE_BYTES = 64 * 2**20
 _workspace = threading.local()
+
+
+def release_scratch():
+    """Drop this thread's scratch buffers (taps, channel-last copies, scatter accumulators)."""
+    _workspace.__dict__.pop("buffers", None)
 
 
 def _scratch(name, shape, dtype):
@@ -1105,7 +1141,7 @@ def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, rela
     w = allocate("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
     dw = allocate("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
     same_grid = relative and np.array_equal(spatial, out_spatial)
-    if fused and d == 2 and need_w and same_grid and _is_builtin_tri(kernel):
+    if fused and d == 2 and need_w and same_grid and _is_bilinear(kernel):
         _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], need_dw, base, w, dw)
     else:
         _axis_taps(
@@ -1168,13 +1204,6 @@ def _apply_scatter(g, taps, padding, channel_last=True):
     return out
 
 
-def _apply_derivative(x, g, taps, eps, padding):
-    spatial, base, w, dw = taps
-    out = np.empty(eps.shape, dtype=eps.dtype)
-    _position_derivative(_flat(x), _flat(g), base, w, dw, spatial, PADDING_CODES[padding], _flat(out))
-    return out
-
-
 def _channel_last_workers(batch, channels, spatial, itemsize):
     """Worker buffers for :func:`_gather_2d_channel_last`, or 0 where it does not apply.
 
@@ -1193,10 +1222,26 @@ def _channel_last_workers(batch, channels, spatial, itemsize):
     return min(threads, batch) if balanced and image <= _WORKER_COPY_BYTES else 1
 
 
-def _is_builtin_tri(kernel):
-    from .kernels import get_kernel
+_BILINEAR: dict = {}
 
-    return kernel is get_kernel("tri")
+
+def _is_bilinear(kernel):
+    """Whether ``kernel`` compiles to the bilinear kernel's scalars: the same φ and φ' expression
+    trees and right limits as the built-in ``tri`` (so the same code, bitwise), whatever its name
+    or origin.  The bilinear paths below are bitwise equal to the generic ones for it."""
+    answer = _BILINEAR.get(kernel)
+    if answer is None:
+        import sympy as sp
+
+        from ..kernels import get_kernel
+
+        tri = get_kernel("tri")
+        answer = _BILINEAR[kernel] = (
+            sp.srepr(kernel.expr) == sp.srepr(tri.expr)
+            and sp.srepr(kernel.derivative_expr) == sp.srepr(tri.derivative_expr)
+            and kernel.derivative_right_limits == tri.derivative_right_limits
+        )
+    return answer
 
 
 def warp(x, eps, kernel, padding, fused=True):
@@ -1207,7 +1252,7 @@ def warp(x, eps, kernel, padding, fused=True):
     (:func:`_gather_2d_channel_last`); ``fused=False`` takes the plain two-stage path
     instead (tap arrays, then :func:`_gather`).  The result is bitwise the same."""
     d = eps.shape[1]
-    if fused and d == 2 and _is_builtin_tri(kernel):
+    if fused and d == 2 and _is_bilinear(kernel):
         spatial = np.asarray(eps.shape[2:], dtype=np.int64)
         npos = int(np.prod(spatial))
         if npos < 2**31 - 1:
@@ -1226,34 +1271,33 @@ def warp(x, eps, kernel, padding, fused=True):
     return _apply_gather(x, _taps(eps, kernel, padding, True, False, fused), padding, channel_last=fused)
 
 
-def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 3–4 (see :func:`warptheory.warping.warp_backward`)."""
-    if not (need_x or need_eps):
-        return None, None
-    # the derivative weights φ'(t_i) Π_{k≠i} φ(t_k) need the φ taps too
-    taps = _taps(eps, kernel, padding, True, need_eps)
-    grad_x = _apply_scatter(grad_y, taps, padding) if need_x else None
-    grad_eps = _apply_derivative(x, grad_y, taps, eps, padding) if need_eps else None
-    return grad_x, grad_eps
+_CONSTANT_SLOPES: dict = {}
 
 
-def unwarp(x, eps, kernel, padding):
-    """Eq 49, the transpose of eq 2 (see :func:`warptheory.warping.unwarp`)."""
-    return _apply_scatter(x, _taps(eps, kernel, padding, True, False), padding)
+def _constant_slopes(kernel):
+    """``(φ'(t), φ'(t - 1))`` when both are the same float for every tap argument t in [0, 1)
+    (piecewise-linear kernels: tri, rect), else None; checked bitwise on the kernel's compiled φ'
+    at 4096 points of [0, 1), its ends and subnormals.  A plan then fills its φ' taps with the two
+    constants instead of recomputing the positions (bitwise what the tap stage stores)."""
+    if kernel not in _CONSTANT_SLOPES:
+        t = np.concatenate([np.arange(4096) / 4096, [np.nextafter(1.0, 0.0), 5e-324, 1e-300]])
+        right, left = kernel.derivative(t), kernel.derivative(t - 1.0)
+        same = all(np.unique(v.view(np.int64)).size == 1 for v in (right, left))
+        _CONSTANT_SLOPES[kernel] = (float(right[0]), float(left[0])) if same else None
+    return _CONSTANT_SLOPES[kernel]
 
 
-def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
-    """Eqs 50–51 (see :func:`warptheory.warping.unwarp_backward`).
-
-    grad_x (eq 50) is the warp of ``grad_y``; grad_eps (eq 51) is eq 4 with the roles of
-    x and grad_y exchanged: x sits at the differentiated position, grad_y is gathered.
-    """
-    if not (need_x or need_eps):
-        return None, None
-    taps = _taps(eps, kernel, padding, True, need_eps)
-    grad_x = _apply_gather(grad_y, taps, padding) if need_x else None
-    grad_eps = _apply_derivative(grad_y, x, taps, eps, padding) if need_eps else None
-    return grad_x, grad_eps
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
+def _fill_slopes(base, right, left, dw):
+    """φ' taps of a kernel with constant slopes: ``right``, ``left`` per axis, NaN at undefined
+    positions (as the tap stage writes them)."""
+    batch, d, npos = base.shape
+    for b in prange(batch):
+        for pos in range(npos):
+            undefined = base[b, 0, pos] == _UNDEFINED
+            for k in range(d):
+                dw[b, k, 0, pos] = np.nan if undefined else right
+                dw[b, k, 1, pos] = np.nan if undefined else left
 
 
 class Taps:
@@ -1281,9 +1325,15 @@ class Taps:
                               relative=self.relative, owned=not self.transient)
             self.slopes = slopes
         elif slopes and not self.slopes:
-            dw = _taps(self.positions, self.kernel, self.padding, True, True, in_shape=self.in_shape,
-                       relative=self.relative)[3]
-            self.taps = (*self.taps[:3], dw.copy())
+            constant = _constant_slopes(self.kernel)
+            base = self.taps[1]
+            if constant is None:
+                dw = _taps(self.positions, self.kernel, self.padding, True, True, in_shape=self.in_shape,
+                           relative=self.relative)[3].copy()
+            else:
+                dw = np.empty((*base.shape[:2], 2, base.shape[2]), dtype=np.float64)
+                _fill_slopes(base, *constant, dw)
+            self.taps = (*self.taps[:3], dw)
             self.slopes = True
 
     def gather(self, src):
@@ -1303,5 +1353,7 @@ class Taps:
         self.prepare(True)
         out = np.empty((outer.shape[0], len(self.out_shape), *self.out_shape), dtype=outer.dtype)
         spatial, base, w, dw = self.taps
-        _position_derivative(_flat(src), _flat(outer), base, w, dw, spatial, PADDING_CODES[self.padding], _flat(out))
+        factorised = not all(np.isfinite(v) for v in self.kernel.derivative_right_limits.values())
+        _position_derivative(_flat(src), _flat(outer), base, w, dw, spatial, PADDING_CODES[self.padding], factorised,
+                             _flat(out))
         return out

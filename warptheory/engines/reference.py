@@ -194,6 +194,15 @@ class Taps:
     def prepare(self, slopes):
         """Nothing to do: the reference evaluates φ and φ' where it needs them."""
 
+    def corner_weights(self):
+        """``(index, weight)``, each (B, C, P_out) with C = 4**d taps: the flat input index and
+        Π_k φ(t_k) of every tap of every output position; index -1 (weight 0) where the padding
+        drops the tap or the position is undefined.  The rows of the warp as a matrix (eq 2)."""
+        index = np.stack([np.where(inside, flat, -1) for flat, inside, _, _ in self.corners], axis=1)
+        weight = np.stack([np.where(inside, _weights(self.kernel, ts), 0.0) for _, inside, ts, _ in self.corners],
+                          axis=1)
+        return index, weight
+
     def gather(self, src):
         """Eq 2 (warp y) / eq 50 (unwarp grad_x): ``src`` on the input grid, result on the output grid."""
         out = _gather_apply(_flat(src), self.corners, self.finite, self.kernel)

@@ -22,7 +22,7 @@ Numerics (the reason each one is written as it is):
 * :func:`scatter4` updates each pair ``acc[q], acc[q+1]`` with one ``<2 x double>`` fused
   multiply-add, ``acc ← fma(w, g, acc)`` per element — exactly the scalar loop's operation,
   so grad_x stays bitwise identical to it (and deterministic: the order of the updates to
-  each element is unchanged).  Gain 4–5 % (bench/RESULTS.md); neighbouring positions whose
+  each element is unchanged); bench/RESULTS.md has its gain.  Neighbouring positions whose
   pairs overlap partly defeat store forwarding, which limits it.
 
 The channel-last intrinsics work on eight channels per vector (``<8 x double>``, one AVX-512
@@ -47,14 +47,19 @@ corners, which the engine points at a spare row when outside.
 """
 from __future__ import annotations
 
+import warnings
+
 import llvmlite.ir as ir
-from numba import types
+import numba
+import numpy as np
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
     "gather4", "corner_sums4", "scatter4", "prefetch",
     "transpose8x16", "gather_channel_last8", "scatter_channel_last16", "from_channel_last8",
+    "AVAILABLE", "REASON",
 ]
 
 _F64 = ir.DoubleType()
@@ -216,8 +221,7 @@ def prefetch(typingctx, array, row, col):
 
     The 2-D loops read two rows per channel for four channels at once, a little behind
     their position; the hardware prefetchers lose track of that many short streams, so
-    the loops hint the lines a fixed distance ahead themselves (measured in
-    bench/RESULTS.md: −10 to −15 % on the forward with 8 images)."""
+    the loops hint the lines a fixed distance ahead themselves (bench/RESULTS.md, third pass)."""
     if not (isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C" and _integers(row, col)):
         return None
     signature = types.none(array, row, col)
@@ -474,3 +478,173 @@ def from_channel_last8(typingctx, acc, column, yb, first, pos):
         return context.get_dummy_value()
 
     return signature, codegen
+
+
+# ----- the plain loops: the same arithmetic without hand-written IR ---------------------------
+# The fused multiply-adds, copies and roundings are exactly the intrinsics' (bitwise, tested).
+# The pairwise sums of gather4 and gather_channel_last8 are written in the same order, but
+# inside the engine's loops (compiled with contraction allowed) LLVM may fuse a product into
+# its sum: the fallback then differs from the intrinsics in the last bit of some float64
+# results, within the same precision contract (float64 accumulation, one final rounding).
+_PLAIN = dict(cache=True, nogil=True, error_model="numpy")
+_PLAIN_FMA = dict(_PLAIN, fastmath={"contract"})
+_SLOW = 0xFFFFFFFF
+
+
+@njit(**_PLAIN)
+def plain_gather4(xb, yb, n, pos, q, width, cw, j):
+    for k in range(n, n + 4):
+        x = xb[k]
+        yb[k, pos] = (cw[j, 0] * np.float64(x[q]) + cw[j, 1] * np.float64(x[q + 1])) + (
+            cw[j, 2] * np.float64(x[q + width]) + cw[j, 3] * np.float64(x[q + width + 1])
+        )
+
+
+@njit(**_PLAIN_FMA)
+def plain_corner_sums4(xb, gb, n, pos, q, width, csum, j):
+    h0 = np.float64(gb[n, pos])
+    h1 = np.float64(gb[n + 1, pos])
+    h2 = np.float64(gb[n + 2, pos])
+    h3 = np.float64(gb[n + 3, pos])
+    for c in range(4):
+        i = q + (c & 1) + (width if c >= 2 else 0)
+        csum[j, c] += h0 * xb[n, i] + h1 * xb[n + 1, i] + h2 * xb[n + 2, i] + h3 * xb[n + 3, i]
+
+
+@njit(**_PLAIN_FMA)
+def plain_scatter4(acc, a, gb, n, pos, q, width, cw, j):
+    for k in range(4):
+        h = np.float64(gb[n + k, pos])
+        for c in range(4):
+            acc[a + k, q + (c & 1) + (width if c >= 2 else 0)] += cw[j, c] * h
+
+
+@njit(**_PLAIN)
+def plain_prefetch(array, row, col):
+    pass
+
+
+@njit(**_PLAIN)
+def plain_transpose8x16(src, dst, row, col):
+    for i in range(8):
+        for k in range(16):
+            dst[col + k, row + i] = src[row + i, col + k]
+
+
+@njit(**_PLAIN)
+def plain_gather_channel_last8(xt, yb, first, start, width, fast, cw, j):
+    for i in range(8):
+        q = np.int64(0) if fast[j + i] == _SLOW else np.int64(fast[j + i])
+        for c in range(first, first + 8):
+            yb[c, start + j + i] = (cw[j + i, 0] * np.float64(xt[q, c]) + cw[j + i, 1] * np.float64(xt[q + 1, c])) + (
+                cw[j + i, 2] * np.float64(xt[q + width, c]) + cw[j + i, 3] * np.float64(xt[q + width + 1, c])
+            )
+
+
+@njit(**_PLAIN_FMA)
+def plain_scatter_channel_last16(acc, column, gb, first, start, j, width, fast, cidx, cw):
+    for i in range(16):
+        q = np.int64(fast[j + i])
+        for c in range(4):
+            row = cidx[j + i, c] if fast[j + i] == _SLOW else q + (c & 1) + (width if c >= 2 else 0)
+            for k in range(8):
+                acc[row, column + k] += cw[j + i, c] * np.float64(gb[first + k, start + j + i])
+
+
+@njit(**_PLAIN)
+def plain_from_channel_last8(acc, column, yb, first, pos):
+    for i in range(8):
+        for c in range(8):
+            yb[first + c, pos + i] = acc[pos + i, column + c]
+
+
+# ----- capability check --------------------------------------------------------------------
+@njit(cache=True, fastmath={"contract"})
+def _probe_intrinsics(xb, gb, yb, cw, csum, acc, fast, cidx, xt, yl, accl, wide, yt):
+    gather4(xb, yb, 0, 1, 2, 8, cw, 0)
+    corner_sums4(xb, gb, 0, 3, 2, 8, csum, 0)
+    scatter4(acc, 0, gb, 0, 5, 2, 8, cw, 1)
+    prefetch(xb, 0, 4)
+    transpose8x16(wide, xt, 0, 0)
+    gather_channel_last8(xt, yl, 0, 0, 4, fast, cw, 0)
+    scatter_channel_last16(accl, 0, wide, 0, 0, 0, 4, fast, cidx, cw)
+    from_channel_last8(accl, 0, yt, 0, 0)
+
+
+@njit(cache=True, fastmath={"contract"})
+def _probe_plain(xb, gb, yb, cw, csum, acc, fast, cidx, xt, yl, accl, wide, yt):
+    plain_gather4(xb, yb, 0, 1, 2, 8, cw, 0)
+    plain_corner_sums4(xb, gb, 0, 3, 2, 8, csum, 0)
+    plain_scatter4(acc, 0, gb, 0, 5, 2, 8, cw, 1)
+    plain_prefetch(xb, 0, 4)
+    plain_transpose8x16(wide, xt, 0, 0)
+    plain_gather_channel_last8(xt, yl, 0, 0, 4, fast, cw, 0)
+    plain_scatter_channel_last16(accl, 0, wide, 0, 0, 0, 4, fast, cidx, cw)
+    plain_from_channel_last8(accl, 0, yt, 0, 0)
+
+
+def _probe_arrays(dtype):
+    """Small inputs touching every code path of the intrinsics (one slow position included)."""
+    rng = np.random.default_rng(11)
+    xb = rng.normal(size=(4, 32)).astype(dtype)
+    fast = np.array([0, 1, 2, 4, 5, 6, 8, 9, _SLOW, 10, 0, 1, 2, 4, 5, 6], dtype=np.uint32)
+    return [
+        xb, rng.normal(size=(4, 32)).astype(dtype), np.zeros_like(xb), rng.uniform(0, 1, (16, 4)),
+        rng.normal(size=(4, 4)), rng.normal(size=(4, 40)), fast, rng.integers(0, 20, (16, 4)).astype(np.int64),
+        np.zeros((16, 8), dtype=dtype), np.zeros((8, 8), dtype=dtype), rng.normal(size=(21, 8)),
+        rng.normal(size=(8, 16)).astype(dtype), np.zeros((8, 8), dtype=dtype),
+    ]
+
+
+def _pairwise(w, x0, x1, x2, x3):
+    """(w0 x0 + w1 x1) + (w2 x2 + w3 x3) in float64 numpy: the order of gather4 and
+    gather_channel_last8."""
+    return (w[0] * x0 + w[1] * x1) + (w[2] * x2 + w[3] * x3)
+
+
+def _probe():
+    """Compile the intrinsics and check them bitwise (float32 and float64): the pairwise sums
+    against numpy, the fused multiply-adds and copies against the plain loops.  (True, "") or
+    (False, why)."""
+    try:
+        for dtype in (np.float32, np.float64):
+            ours, plain = _probe_arrays(dtype), _probe_arrays(dtype)
+            _probe_intrinsics(*ours)
+            _probe_plain(*plain)
+            xb, _, yb, cw, _, _, fast, _, xt, yl = ours[:10]
+            want_yb = np.zeros_like(yb)
+            x = xb.astype(np.float64)
+            want_yb[:, 1] = _pairwise(cw[0], x[:, 2], x[:, 3], x[:, 10], x[:, 11])
+            want_yl = np.zeros_like(yl)
+            xl = xt.astype(np.float64)
+            for i in range(8):
+                q = 0 if fast[i] == _SLOW else int(fast[i])
+                want_yl[:, i] = _pairwise(cw[i], xl[q], xl[q + 1], xl[q + 4], xl[q + 5])
+            checks = [(a, b) for k, (a, b) in enumerate(zip(ours, plain)) if k not in (2, 9)]
+            checks += [(yb, want_yb), (yl, want_yl)]
+            if any(a.tobytes() != b.tobytes() for a, b in checks):
+                return False, f"an intrinsic's result differs from the plain arithmetic ({np.dtype(dtype).name})"
+    except Exception as exc:  # any failure of typing, lowering or LLVM: fall back
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return True, ""
+
+
+#: Whether the vector intrinsics compiled and computed exactly what they should on this numba/CPU.
+AVAILABLE, REASON = _probe()
+if not AVAILABLE:
+    warnings.warn(
+        f"warptheory: the vector intrinsics do not work with numba {numba.__version__} ({REASON}); the Numba "
+        "engine runs its plain loops instead (slower; the same precision contract)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+# What the engine calls: the intrinsics when they work, else the plain loops.
+(engine_gather4, engine_corner_sums4, engine_scatter4, engine_prefetch, engine_transpose8x16,
+ engine_gather_channel_last8, engine_scatter_channel_last16, engine_from_channel_last8) = (
+    (gather4, corner_sums4, scatter4, prefetch, transpose8x16, gather_channel_last8, scatter_channel_last16,
+     from_channel_last8)
+    if AVAILABLE else
+    (plain_gather4, plain_corner_sums4, plain_scatter4, plain_prefetch, plain_transpose8x16,
+     plain_gather_channel_last8, plain_scatter_channel_last16, plain_from_channel_last8)
+)

@@ -2,7 +2,7 @@
 // (paper eqs 2-4, 49-51; paper_notes/cuda_engine.md).  Each thread owns one output
 // (or one output and a chunk of channels); all arithmetic lives in warp.cuh.
 //
-// warptheory/_engine_cupy.py compiles  warp.cuh + Kernel.c_source("wt_phi") + this
+// warptheory/engines/cuda/launch.py compiles  warp.cuh + Kernel.c_source("wt_phi") + this
 // file  with NVRTC and picks the template instances by name.  For a standalone
 // nvcc compile check define WT_EXPLICIT_INSTANTIATION.
 #ifndef WARPTHEORY_WARP_CUH

@@ -1,12 +1,12 @@
 r"""CuPy RawKernel warp engine: warp, unwarp and their gradients on the GPU (eqs 2–4, 49–51).
 
-The CUDA source is in the package: ``warptheory/cuda/warp.cuh`` holds the per-element
-math as ``__host__ __device__`` functions and ``warptheory/cuda/warp_kernels.cu`` the
+The CUDA source is in the package: ``warptheory/engines/cuda/warp.cuh`` holds the per-element
+math as ``__host__ __device__`` functions and ``warptheory/engines/cuda/warp_kernels.cu`` the
 thin ``__global__`` kernels that call them.  For each kernel φ this module compiles
 ``warp.cuh`` + :meth:`warptheory.kernels.Kernel.c_source` + ``warp_kernels.cu`` once per
 dtype with NVRTC (a :class:`cupy.RawModule` with ``name_expressions`` for the
 ``<dtype, d>`` template instances).  The same header is built for the host by
-:mod:`warptheory._engine_host`, which is how CI checks this arithmetic without a GPU.
+:mod:`warptheory.engines.cuda.host`, which is how CI checks this arithmetic without a GPU.
 See ``paper_notes/cuda_engine.md``.
 
 All work stays on the device.  Gathers (warp output, unwarp grad_x) and the position
@@ -21,7 +21,7 @@ Inputs follow the engine interface (validated by :mod:`warptheory.warping`): x a
 grad_y ``(B, N, *S)``, eps ``(B, d, *S)``, one dtype float32/float64, ``d`` in 1..3,
 padding ``"zeros"``, ``"periodic"`` or ``"border"``; outputs are CuPy arrays.  A
 non-finite offset makes a gather at that position NaN and a scatter from it contribute
-nothing (as :mod:`warptheory._engine_numpy`).
+nothing (as :mod:`warptheory.engines.reference`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernels import Kernel, get_kernel
+from ...kernels import Kernel, get_kernel
 
 __all__ = [
     "Taps",
@@ -44,7 +44,7 @@ __all__ = [
     "name_expressions",
 ]
 
-_CUDA_DIR = Path(__file__).resolve().parent / "cuda"
+_CUDA_DIR = Path(__file__).resolve().parent
 _PADDING_CODES = {"zeros": 0, "periodic": 1, "border": 2}
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _NVRTC_OPTIONS = ("-std=c++17",)
