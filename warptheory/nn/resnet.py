@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .modules import PackWarp, SelfDeformConv2d, SelfWarp, record_eps, warp_skip
+from .modules import DeformConv2d, PackWarp, SelfDeformConv2d, SelfWarp, record_eps, warp_skip
 
 __all__ = ["BasicBlock", "CifarResNet", "cifar_resnet", "count_parameters", "parameter_readings", "Reading"]
 
@@ -137,7 +137,7 @@ class CifarResNet(nn.Module):
             weight = getattr(m, "weight", None)
             if isinstance(weight, nn.Parameter) and id(weight) in eps_ids:
                 continue
-            if isinstance(m, (nn.Conv2d, nn.Linear)) or type(m).__name__ in ("DeformConv2d", "PackWarp"):
+            if isinstance(m, (nn.Conv2d, nn.Linear, DeformConv2d, PackWarp)):
                 nn.init.kaiming_normal_(m.weight)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, bn_weight_init)
