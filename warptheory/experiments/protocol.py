@@ -70,9 +70,9 @@ class Budget:
 
 FULL = Budget(
     name="full",
-    schedule=Schedule(steps=400, batch_size=64, pretrain_steps=200),
+    schedule=Schedule(steps=300, batch_size=64, pretrain_steps=150),
     n_train=10000, n_test=2000, depth=8, bifurcation_depth=20, seeds=DEFAULT_SEEDS,
-    landscape_grid=21, landscape_line=41, landscape_batches=4, landscape_batch_size=128,
+    landscape_grid=17, landscape_line=41, landscape_batches=2, landscape_batch_size=128,
 )
 
 QUICK = Budget(

@@ -217,7 +217,7 @@ def _bifurcation_figure(networks: list[dict], out: Path) -> str:
 def _surface_figure(kind: str, surfaces: dict, out: Path) -> str:
     plt = _plt()
     names = [f"eq15_{kind}", f"filter_{kind}"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"wspace": 0.35})
     for ax, n in zip(axes, names):
         s = surfaces.get(n)
         if s is None:
@@ -228,7 +228,7 @@ def _surface_figure(kind: str, surfaces: dict, out: Path) -> str:
         shown = np.clip(np.nan_to_num(loss, nan=50.0, posinf=50.0), 0, 4 * LN10)
         cs = ax.contourf(unit, unit, shown, levels=24, cmap="viridis")
         ax.contour(unit, unit, shown, levels=[LN10], colors="w", linewidths=1.0)
-        fig.colorbar(cs, ax=ax, label="loss (clipped at 4 ln 10; white: ln 10)")
+        fig.colorbar(cs, ax=ax, label="loss")
         xl, yl = s["axes"]
         scale = "R" if n.startswith("eq15") else "filter norm"
         ax.set_xlabel(f"{xl}  (α / {scale})")
@@ -236,6 +236,8 @@ def _surface_figure(kind: str, surfaces: dict, out: Path) -> str:
         ax.set_title(("eq 15 gradient-informed" if n.startswith("eq15") else "Li et al. filter-normalised")
                      + f" — {kind}", fontsize=9)
     number = 3 if kind == "joint" else 4
+    fig.suptitle(f"Figure {number} analogue: loss around the trained network, {kind} axes "
+                 "(colour clipped at 4 ln 10; white contour: ln 10)", fontsize=9)
     return _save(fig, out / f"fig{number}_landscape_{kind}.png")
 
 
