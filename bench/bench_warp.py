@@ -1,18 +1,28 @@
 """Benchmark of the Numba warp engine against torch grid_sample, scipy and a memory floor.
 
-Run:  python bench/bench_warp.py [--repeats 21] [--threads T]
+Run:  python bench/bench_warp.py [--repeats 21] [--threads 2] [--quick]
 
-Case: 2-D, B=8, N=16, 128×128, float32, bilinear ("tri"), zeros padding, offsets ~ N(0, 2²) px.
 Not part of CI: it prints a table and ratios; bench/RESULTS.md records what was measured.
 
-* ours fwd        : warptheory.warp (Numba backend)
-* ours fwd+bwd    : warp + warp_backward (both gradients)
-* torch fwd       : grid_sample(bilinear, align_corners=True, padding_mode="zeros"), same threads
-* torch fwd+bwd   : forward + autograd backward for input and grid
-* scipy fwd       : ndimage.map_coordinates(order=1, mode="grid-constant") looped over B·N (1 thread)
-* memory floor    : a copy of as many bytes as the forward must move (read x, eps; write y), by
-                    numpy on one thread and by a numba prange loop on the benchmark's threads;
-                    the goal ratio is against the latter (same threads as ours)
+Cases (offsets ~ N(0, σ²) px, "tri" = bilinear, zeros padding unless named):
+
+* main    : 2-D, B=8, N=16, 128×128, float32, σ = 0.7 and σ = 2 (the goal rows)
+* rows    : 1-D (B=8, N=16, 16384), 3-D (B=4, N=16, 32³), float64, N=3, cos — each with the
+            same number of positions per call as the main case
+
+Columns per case (medians of ``--repeats`` [minima], ms):
+
+* fwd          : ``warptheory.warp`` (Numba backend)
+* fwd+bwd      : ``warp`` then ``warp_backward`` (both gradients): two calls, taps twice
+* plan fwd+bwd : ``warp_plan(eps)``, ``plan.warp(x)``, ``plan.backward(x, g)`` (taps once; plan
+                 creation included); absent when the package has no ``warp_plan``
+* torch fwd    : ``grid_sample(bilinear, align_corners=True)``, same threads, grid precomputed
+* torch f+b    : forward + autograd backward for input and grid
+  (1-D runs as a 2-D grid_sample of height 1; torch has no ``cos``, so its row compares our
+  ``cos`` with torch's bilinear)
+
+For the main σ = 2 case also: scipy ``map_coordinates(order=1)`` looped over B·N (1 thread) and a
+memory floor (a copy of as many bytes as the forward moves, on the benchmark's threads).
 """
 from __future__ import annotations
 
@@ -37,76 +47,77 @@ def timeit(fn, repeats, warmup=3):
     return statistics.median(samples), min(samples)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=21)
-    parser.add_argument("--threads", type=int, default=None, help="numba/torch threads (default: numba's)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--size", type=int, default=128)
-    args = parser.parse_args(argv)
+def cases():
+    """(name, B, N, spatial, dtype, kernel, sigma)."""
+    return [
+        ("2-D f32 tri σ=0.7 (goal)", 8, 16, (128, 128), np.float32, "tri", 0.7),
+        ("2-D f32 tri σ=2 (goal)", 8, 16, (128, 128), np.float32, "tri", 2.0),
+        ("1-D f32 tri σ=0.7", 8, 16, (16384,), np.float32, "tri", 0.7),
+        ("3-D f32 tri σ=0.7", 4, 16, (32, 32, 32), np.float32, "tri", 0.7),
+        ("2-D f64 tri σ=0.7", 8, 16, (128, 128), np.float64, "tri", 0.7),
+        ("2-D f32 tri σ=0.7 N=3", 8, 3, (128, 128), np.float32, "tri", 0.7),
+        ("2-D f32 cos σ=0.7", 8, 16, (128, 128), np.float32, "cos", 0.7),
+    ]
 
-    import numba
 
-    from warptheory.warping import warp, warp_backward
+def torch_grid(torch, eps):
+    """Pixel offsets (B, d, *S) -> an align_corners=True grid_sample grid (1-D as height 1)."""
+    spatial = eps.shape[2:]
+    positions = np.indices(spatial, dtype=eps.dtype)[None] + eps
+    if len(spatial) == 1:
+        width = spatial[0]
+        gx = 2 * positions[:, 0] / (width - 1) - 1
+        grid = np.stack([gx, np.zeros_like(gx)], axis=-1)[:, None]  # (B, 1, W, 2)
+    else:
+        normalised = [2 * positions[:, k] / (spatial[k] - 1) - 1 for k in range(len(spatial))]
+        grid = np.stack(normalised[::-1], axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(grid))
 
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    threads = numba.get_num_threads()
-    B, N, H, W = args.batch, args.channels, args.size, args.size
+
+def measure(case, repeats, torch, wt):
+    name, B, N, spatial, dtype, kernel, sigma = case
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(B, N, H, W)).astype(np.float32)
-    eps = (2.0 * rng.normal(size=(B, 2, H, W))).astype(np.float32)
-    g = rng.normal(size=x.shape).astype(np.float32)
+    x = rng.normal(size=(B, N, *spatial)).astype(dtype)
+    eps = (sigma * rng.normal(size=(B, len(spatial), *spatial))).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    out = {}
+    out["fwd"] = timeit(lambda: wt.warp(x, eps, kernel), repeats)
 
-    rows = []
-    t_fwd = timeit(lambda: warp(x, eps), args.repeats)
-    rows.append(("ours fwd", t_fwd))
+    def two_calls():
+        wt.warp(x, eps, kernel)
+        wt.warp_backward(x, eps, g, kernel)
 
-    def ours_fwd_bwd():
-        warp(x, eps)
-        warp_backward(x, eps, g)
+    out["fwd+bwd"] = timeit(two_calls, repeats)
+    if hasattr(wt, "warp_plan"):
+        def one_plan():
+            plan = wt.warp_plan(eps, kernel)
+            plan.warp(x)
+            plan.backward(x, g)
 
-    t_fb = timeit(ours_fwd_bwd, args.repeats)
-    rows.append(("ours fwd+bwd", t_fb))
-    rows.append(("ours bwd grad_x only", timeit(lambda: warp_backward(x, eps, g, need_eps=False), args.repeats)))
-    rows.append(("ours bwd grad_eps only", timeit(lambda: warp_backward(x, eps, g, need_x=False), args.repeats)))
-
-    t_torch = t_torch_fb = None
-    try:
-        import torch
-    except ImportError:
-        torch = None
+        out["plan fwd+bwd"] = timeit(one_plan, repeats)
     if torch is not None:
-        torch.set_num_threads(threads)
-        xt = torch.from_numpy(x)
-        gt = torch.from_numpy(g)
-        # pixel position p along an axis of size S -> normalised 2p/(S-1) - 1 (align_corners=True);
-        # torch's grid[..., 0] is the width (last) axis.
-        rows_i, cols_i = np.indices((H, W), dtype=np.float32)
-        gx = 2 * (cols_i + eps[:, 1]) / (W - 1) - 1
-        gy = 2 * (rows_i + eps[:, 0]) / (H - 1) - 1
-        grid = torch.from_numpy(np.stack([gx, gy], axis=-1))
+        xt, gt = torch.from_numpy(x), torch.from_numpy(g)
+        grid = torch_grid(torch, eps)
+        if len(spatial) == 1:
+            xt, gt = xt[:, :, None], gt[:, :, None]
+        fn = torch.nn.functional.grid_sample
         with torch.no_grad():
-            t_torch = timeit(
-                lambda: torch.nn.functional.grid_sample(xt, grid, "bilinear", "zeros", align_corners=True),
-                args.repeats,
-            )
-        rows.append(("torch fwd", t_torch))
-        xr = xt.clone().requires_grad_(True)
-        gr = grid.clone().requires_grad_(True)
+            out["torch fwd"] = timeit(lambda: fn(xt, grid, "bilinear", "zeros", align_corners=True), repeats)
+        xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
 
         def torch_fb():
-            xr.grad = None
-            gr.grad = None
-            y = torch.nn.functional.grid_sample(xr, gr, "bilinear", "zeros", align_corners=True)
-            y.backward(gt)
+            xr.grad = gr.grad = None
+            fn(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
 
-        t_torch_fb = timeit(torch_fb, args.repeats)
-        rows.append(("torch fwd+bwd", t_torch_fb))
+        out["torch f+b"] = timeit(torch_fb, repeats)
+    return x, eps, out
 
+
+def floors(x, eps, repeats, threads):
+    import numba
     from scipy import ndimage
 
+    B, N, H, W = x.shape
     coords = np.indices((H, W), dtype=np.float64)[None] + eps.astype(np.float64)
 
     def scipy_fwd():
@@ -114,16 +125,10 @@ def main(argv=None):
         for b in range(B):
             for n in range(N):
                 ndimage.map_coordinates(x[b, n], coords[b], output=out[b, n], order=1, mode="grid-constant")
-        return out
-
-    t_scipy = timeit(scipy_fwd, max(3, args.repeats // 5), warmup=1)
-    rows.append(("scipy fwd (1 thread)", t_scipy))
 
     moved = (2 * x.nbytes + eps.nbytes) // 2  # a copy of M bytes reads M and writes M
     src = np.ones(moved // 4, dtype=np.float32)
     dst = np.empty_like(src)
-    t_floor_one = timeit(lambda: np.copyto(dst, src), args.repeats)
-    rows.append(("memory floor (numpy, 1 thr)", t_floor_one))
 
     @numba.njit(parallel=True)
     def parallel_copy(dst, src, chunks):
@@ -131,30 +136,60 @@ def main(argv=None):
         for chunk in numba.prange(chunks):
             dst[chunk * step:(chunk + 1) * step] = src[chunk * step:(chunk + 1) * step]
 
-    t_floor = timeit(lambda: parallel_copy(dst, src, 4 * threads), args.repeats)
-    rows.append((f"memory floor (numba, {threads} thr)", t_floor))
+    return {
+        "scipy fwd (1 thread)": timeit(scipy_fwd, max(3, repeats // 5), warmup=1),
+        f"memory floor (numba, {threads} thr)": timeit(lambda: parallel_copy(dst, src, 4 * threads), repeats),
+    }
 
-    print(f"warp benchmark: B={B} N={N} {H}x{W} float32 tri zeros, threads={threads}, "
-          f"{platform.processor() or platform.machine()}, cpus={os.cpu_count()}, "
-          f"python {sys.version.split()[0]}, numba {numba.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f} (other processes share the cores)"
-          + (f", torch {torch.__version__}" if torch is not None else ""))
-    print(f"forward moves {(2 * x.nbytes + eps.nbytes) / 1e6:.1f} MB (read x, eps; write y)")
-    print(f"{'case':28s} {'median ms':>10s} {'min ms':>8s}")
-    for name, (median, best) in rows:
-        print(f"{name:28s} {median * 1e3:10.2f} {best * 1e3:8.2f}")
-    print()
-    print("ratios of medians [of minima] (>1 means ours is faster):")
 
-    def ratio(a, b):
-        return f"{a[0] / b[0]:6.2f} [{a[1] / b[1]:5.2f}]"
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=2, help="numba/torch threads (default 2)")
+    parser.add_argument("--quick", action="store_true", help="the two goal rows only")
+    args = parser.parse_args(argv)
 
-    if t_torch is not None:
-        print(f"  torch fwd / ours fwd          {ratio(t_torch, t_fwd)}   (goal >= 1.5)")
-        print(f"  torch fwd+bwd / ours fwd+bwd  {ratio(t_torch_fb, t_fb)}   (goal >= 1.5)")
-    print(f"  scipy fwd / ours fwd          {ratio(t_scipy, t_fwd)}")
-    print(f"  ours fwd / memory floor       {ratio(t_fwd, t_floor)}   (goal <= 3; same threads)")
-    print(f"  ours fwd / 1-thread floor     {ratio(t_fwd, t_floor_one)}")
+    import numba
+
+    import warptheory as wt
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    threads = numba.get_num_threads()
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        torch = None
+
+    print(f"warp benchmark: threads={threads}, {platform.processor() or platform.machine()}, "
+          f"cpus={os.cpu_count()}, python {sys.version.split()[0]}, numba {numba.__version__}"
+          + (f", torch {torch.__version__}" if torch is not None else "")
+          + f", load average {os.getloadavg()[0]:.1f} at start (other processes share the cores)")
+    columns = ["fwd", "fwd+bwd", "plan fwd+bwd", "torch fwd", "torch f+b"]
+    print(f"{'case':26s}" + "".join(f"{c:>16s}" for c in columns)
+          + f"{'fwd ×torch':>12s}{'f+b ×torch':>12s}{'plan ×torch':>12s}{'plan/2calls':>12s}")
+    main_case = None
+    for case in cases()[: 2 if args.quick else None]:
+        x, eps, out = measure(case, args.repeats, torch, wt)
+        if case[0].startswith("2-D f32 tri σ=2"):
+            main_case = (x, eps)
+        cells = "".join(
+            f"{out[c][0] * 1e3:8.2f} [{out[c][1] * 1e3:5.2f}]" if c in out else f"{'—':>16s}" for c in columns
+        )
+
+        def ratio(a, b):
+            if a not in out or b not in out:
+                return f"{'—':>12s}"
+            return f"{out[a][0] / out[b][0]:5.2f} [{out[a][1] / out[b][1]:4.2f}]"
+
+        print(f"{case[0]:26s}{cells}{ratio('torch fwd', 'fwd')}{ratio('torch f+b', 'fwd+bwd')}"
+              f"{ratio('torch f+b', 'plan fwd+bwd')}{ratio('plan fwd+bwd', 'fwd+bwd')}")
+    print("ms: median [minimum]; ratios of medians [of minima], > 1 means ours is faster (plan/2calls < 1: the plan is faster)")
+    if main_case is not None:
+        rest = floors(*main_case, args.repeats, threads)
+        print("2-D f32 tri σ=2:", ", ".join(f"{k} {v[0] * 1e3:.2f} [{v[1] * 1e3:.2f}] ms" for k, v in rest.items()))
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

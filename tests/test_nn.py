@@ -141,17 +141,22 @@ def test_warp_is_the_engine(dtype, d):
 
 
 def test_cpu_tensors_cross_without_copies(monkeypatch):
-    """Contiguous CPU tensors reach the engine as numpy views of their own memory, and the
+    """Contiguous CPU tensors reach the engine plan as numpy views of their own memory, and the
     result tensor is the engine's array."""
     seen = {}
-    real_warp = _engine.warping.warp
+    real_plan, real_warp = _engine.warping.warp_plan, _engine.warping.WarpPlan.warp
 
-    def spy(x, eps, *args):
-        seen["x"], seen["eps"] = x.__array_interface__["data"][0], eps.__array_interface__["data"][0]
-        seen["y"] = real_warp(x, eps, *args)
+    def spy_plan(eps, *args):
+        seen["eps"] = eps.__array_interface__["data"][0]
+        return real_plan(eps, *args)
+
+    def spy_warp(plan, x):
+        seen["x"] = x.__array_interface__["data"][0]
+        seen["y"] = real_warp(plan, x)
         return seen["y"]
 
-    monkeypatch.setattr(_engine.warping, "warp", spy)
+    monkeypatch.setattr(_engine.warping, "warp_plan", spy_plan)
+    monkeypatch.setattr(_engine.warping.WarpPlan, "warp", spy_warp)
     x, eps = torch.randn(1, 2, 4, 5), torch.randn(1, 2, 4, 5)
     y = WF.warp(x, eps)
     assert seen["x"] == x.data_ptr() and seen["eps"] == eps.data_ptr()
@@ -245,19 +250,25 @@ def test_nan_offsets_follow_engine_policy():
 
 
 def test_only_asked_gradients_are_computed(monkeypatch):
+    """The plan made in the forward serves the backward, which asks only for what autograd needs."""
     calls = []
-    real = _engine.warping.warp_backward
+    real_plan, real_backward = _engine.warping.warp_plan, _engine.warping.WarpPlan.backward
 
-    def spy(*args, need_x=True, need_eps=True):
+    def spy_plan(*args):
+        calls.append("plan")
+        return real_plan(*args)
+
+    def spy_backward(plan, x, grad_y, need_x=True, need_eps=True):
         calls.append((need_x, need_eps))
-        return real(*args, need_x=need_x, need_eps=need_eps)
+        return real_backward(plan, x, grad_y, need_x=need_x, need_eps=need_eps)
 
-    monkeypatch.setattr(_engine.warping, "warp_backward", spy)
+    monkeypatch.setattr(_engine.warping, "warp_plan", spy_plan)
+    monkeypatch.setattr(_engine.warping.WarpPlan, "backward", spy_backward)
     x = torch.randn(1, 2, 3, 3, requires_grad=True)
     WF.warp(x, torch.randn(1, 2, 3, 3)).sum().backward()
     eps = torch.randn(1, 2, 3, 3, requires_grad=True)
     WF.warp(torch.randn(1, 2, 3, 3), eps).sum().backward()
-    assert calls == [(True, False), (False, True)]
+    assert calls == ["plan", (True, False), "plan", (False, True)]
 
 
 @pytest.mark.gpu
@@ -745,3 +756,16 @@ def test_warp_module():
     x = torch.randn(1, 2, 4, 4, dtype=F64)
     eps = torch.randn(1, 2, 4, 4, dtype=F64)
     assert torch.equal(Warp("cos", "border")(x, eps), WF.warp(x, eps, "cos", "border"))
+
+
+def test_readme_use_in_pytorch_runs():
+    """The README's "Use in PyTorch" example runs and names the metric's layers as it says."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Use in PyTorch", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["y"].shape == (8, 16, 32, 32)
+    assert set(eps_variances(namespace["block"])) == {"0.branch.0.1", "0.branch.3.1"}

@@ -14,7 +14,10 @@ from . import fields, moments, montecarlo, orthogonality, psd, stats, symbolic
 from .kernels import BUILTIN_KERNELS, Kernel, KernelConstraintError, get_kernel, kernel_from_sympy, on_support
 from .orthogonality import gram_limit
 from .phifunctions import PhiValues, phi, phi_ab, phi_quadrature, phi_table
-from .warping import PADDINGS, unwarp, unwarp_backward, warp, warp_backward, warp_matrix
+from .warping import (
+    PADDINGS, WarpPlan, sample, sample_backward, sample_plan, unwarp, unwarp_backward, warp, warp_backward,
+    warp_matrix, warp_plan,
+)
 
 __version__ = "0.1.0"
 
@@ -23,4 +26,5 @@ __all__ = [
     "fields", "gram_limit", "get_kernel", "kernel_from_sympy", "moments", "montecarlo", "on_support",
     "orthogonality", "phi", "phi_ab", "phi_quadrature", "phi_table", "psd", "stats", "symbolic",
     "unwarp", "unwarp_backward", "warp", "warp_backward", "warp_matrix",
+    "WarpPlan", "warp_plan", "sample_plan", "sample", "sample_backward",
 ]

@@ -35,6 +35,7 @@ import numpy as np
 from .kernels import Kernel, get_kernel
 
 __all__ = [
+    "Taps",
     "warp",
     "warp_backward",
     "unwarp",
@@ -70,6 +71,9 @@ def _cupy():
     return cupy
 
 
+_SOURCES: dict = {}
+
+
 def module_source(kernel) -> str:
     """The CUDA translation unit NVRTC compiles for ``kernel``: header, φ source, kernels."""
     kernel = get_kernel(kernel)
@@ -90,10 +94,14 @@ def name_expressions(dtype) -> list[str]:
 
 
 def _module(kernel: Kernel, dtype):
+    """The compiled module of (kernel, dtype) on the current device: NVRTC runs once for each,
+    keyed by the source (two kernels with the same expression share it)."""
     cupy = _cupy()
-    source = module_source(kernel)
-    key = (hashlib.sha256(source.encode()).hexdigest(), np.dtype(dtype).str, cupy.cuda.Device().id)
     with _LOCK:
+        source = _SOURCES.get(kernel)
+        if source is None:
+            source = _SOURCES[kernel] = module_source(kernel)
+        key = (hashlib.sha256(source.encode()).hexdigest(), np.dtype(dtype).str, cupy.cuda.Device().id)
         module = _MODULES.get(key)
         if module is None:
             module = cupy.RawModule(code=source, options=_NVRTC_OPTIONS, name_expressions=name_expressions(dtype))
@@ -101,21 +109,44 @@ def _module(kernel: Kernel, dtype):
         return module
 
 
-class _Launch:
-    """The compiled functions of one (kernel, dtype) and the geometry of one call."""
+def _run(fn, total, args):
+    if total <= 0:
+        return
+    grid = min(-(-total // _BLOCK), _MAX_GRID)
+    fn((grid,), (_BLOCK,), args)
 
-    def __init__(self, kernel, padding, reference):
+
+def _chunk(channels, positions):
+    """Channels per thread: split channels only while threads are scarce."""
+    if positions == 0 or channels == 0:
+        return 1
+    chunks = min(channels, max(1, -(-_TARGET_THREADS // positions)))
+    return -(-channels // chunks)
+
+
+class Taps:
+    """One plan on the GPU (see :class:`warptheory.warping.WarpPlan`): the compiled module of
+    (kernel, dtype) and the plan's geometry; every output computes its taps in registers."""
+
+    def __init__(self, positions, relative, in_shape, kernel, padding, transient=True, deterministic=True):
         self.cupy = _cupy()
         self.kernel = get_kernel(kernel)
-        self.dtype = reference.dtype
-        self.ctype = _CTYPES[np.dtype(self.dtype)]
+        self.dtype = np.dtype(positions.dtype)
+        self.ctype = _CTYPES[self.dtype]
         self.module = _module(self.kernel, self.dtype)
-        self.batch, self.channels = (int(s) for s in reference.shape[:2])
-        spatial = tuple(int(s) for s in reference.shape[2:])
-        self.d = len(spatial)
-        self.count = math.prod(spatial)
-        self.sizes = [np.int64(s) for s in (*spatial, *([1] * (3 - self.d)))]
+        self.eps = self.cupy.ascontiguousarray(self.cupy.asarray(positions))
+        self.batch, self.d = (int(s) for s in positions.shape[:2])
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in positions.shape[2:])
+        self.count_in, self.count_out = math.prod(self.in_shape), math.prod(self.out_shape)
+        pad = [np.int64(1)] * (3 - self.d)
+        self.geometry = (*(np.int64(s) for s in self.in_shape), *pad, *(np.int64(s) for s in self.out_shape), *pad,
+                         np.int32(bool(relative)))
         self.padding = np.int32(_PADDING_CODES[padding])
+        self.deterministic = deterministic
+
+    def prepare(self, slopes):
+        """Nothing to prepare: every output computes its taps."""
 
     def function(self, name, templated=True):
         if not templated:
@@ -124,112 +155,83 @@ class _Launch:
             return self.module.get_function(f"{name}<{self.ctype}>")
         return self.module.get_function(f"{name}<{self.ctype}, {self.d}>")
 
-    def chunk(self, positions):
-        """Channels per thread: split channels only while threads are scarce."""
-        if positions == 0 or self.channels == 0:
-            return 1
-        chunks = min(self.channels, max(1, -(-_TARGET_THREADS // positions)))
-        return -(-self.channels // chunks)
+    def _device(self, *arrays):
+        return [self.cupy.ascontiguousarray(self.cupy.asarray(a)) for a in arrays]
 
-    @staticmethod
-    def run(fn, total, args):
-        if total <= 0:
-            return
-        grid = min(-(-total // _BLOCK), _MAX_GRID)
-        fn((grid,), (_BLOCK,), args)
-
-
-def _device(cupy, *arrays):
-    return [cupy.ascontiguousarray(cupy.asarray(a)) for a in arrays]
-
-
-def _gather(kernel, padding, src, eps):
-    launch = _Launch(kernel, padding, src)
-    src, eps = _device(launch.cupy, src, eps)
-    out = launch.cupy.empty_like(src)
-    positions = launch.batch * launch.count
-    chunk = launch.chunk(positions)
-    chunks = -(-launch.channels // chunk)
-    launch.run(
-        launch.function("wt_gather_kernel"),
-        positions * chunks,
-        (src, eps, out, np.int64(launch.batch), np.int64(launch.channels), *launch.sizes, launch.padding,
-         np.int64(chunk)),
-    )
-    return out
-
-
-def _position_derivative(kernel, padding, outer, src, eps):
-    launch = _Launch(kernel, padding, src)
-    outer, src, eps = _device(launch.cupy, outer, src, eps)
-    out = launch.cupy.empty_like(eps)
-    launch.run(
-        launch.function("wt_position_derivative_kernel"),
-        launch.batch * launch.count,
-        (outer, src, eps, out, np.int64(launch.batch), np.int64(launch.channels), *launch.sizes, launch.padding),
-    )
-    return out
-
-
-def _scatter(kernel, padding, src, eps, deterministic=True):
-    launch = _Launch(kernel, padding, src)
-    cupy = launch.cupy
-    src, eps = _device(cupy, src, eps)
-    out = cupy.empty_like(src)
-    M, corners = launch.count, 1 << launch.d
-    E = M * corners
-    if not deterministic:
-        out.fill(0)
-        positions = launch.batch * M
-        chunk = launch.chunk(positions)
-        launch.run(
-            launch.function("wt_scatter_atomic_kernel"),
-            positions * -(-launch.channels // chunk),
-            (src, eps, out, np.int64(launch.batch), np.int64(launch.channels), *launch.sizes, launch.padding,
-             np.int64(chunk)),
-        )
+    def gather(self, src):
+        """Eq 2 (warp y) / eq 50 (unwarp grad_x): one thread per output and chunk of channels."""
+        (src,) = self._device(src)
+        channels = int(src.shape[1])
+        out = self.cupy.empty((self.batch, channels, *self.out_shape), dtype=self.dtype)
+        positions = self.batch * self.count_out
+        chunk = _chunk(channels, positions)
+        _run(self.function("wt_gather_kernel"), positions * -(-channels // chunk),
+             (src, self.eps, out, np.int64(self.batch), np.int64(channels), *self.geometry, self.padding,
+              np.int64(chunk)))
         return out
-    if launch.batch == 0 or E == 0:
+
+    def position_derivative(self, outer, src):
+        """Eq 4 (outer = grad_y, src = x) / eq 51 (outer = x, src = grad_y): one thread per position."""
+        outer, src = self._device(outer, src)
+        out = self.cupy.empty((self.batch, self.d, *self.out_shape), dtype=self.dtype)
+        _run(self.function("wt_position_derivative_kernel"), self.batch * self.count_out,
+             (outer, src, self.eps, out, np.int64(self.batch), np.int64(src.shape[1]), *self.geometry,
+              self.padding))
         return out
-    # Keys (bl * (M + 1) + target) * E + e must fit in int64; batches are processed in
-    # groups small enough for that (one group for every realistic size).
-    group = max(1, min(launch.batch, _INT64_MAX // ((M + 1) * E)))
-    log2_corners = np.int32(launch.d)
-    keys_fn = launch.function("wt_scatter_keys_kernel")
-    decode_fn = launch.function("wt_scatter_decode_kernel", templated=False)
-    bounds_fn = launch.function("wt_segment_bounds_kernel", templated=False)
-    gather_fn = launch.function("wt_scatter_gather_kernel")
-    for b0 in range(0, launch.batch, group):
-        nb = min(group, launch.batch - b0)
-        total = nb * E
-        keys = cupy.empty(total, dtype=cupy.int64)
-        weights = cupy.empty(total, dtype=cupy.float64)
-        launch.run(keys_fn, nb * M, (eps, keys, weights, np.int64(b0), np.int64(nb), *launch.sizes, launch.padding))
-        # The keys are unique, so the sorted order does not depend on the sort's
-        # algorithm or scheduling: this is what makes the scatter deterministic.
-        sorted_keys = cupy.sort(keys)
-        del keys
-        source = cupy.empty(total, dtype=cupy.int64)
-        sorted_weight = cupy.empty(total, dtype=cupy.float64)
-        launch.run(decode_fn, total,
-                   (sorted_keys, weights, source, sorted_weight, np.int64(total), np.int64(M), log2_corners))
-        del weights
-        bounds = cupy.empty(nb * (M + 1), dtype=cupy.int64)
-        launch.run(bounds_fn, nb * (M + 1),
-                   (sorted_keys, np.int64(total), bounds, np.int64(nb), np.int64(M), log2_corners))
-        chunk = launch.chunk(nb * M)
-        launch.run(
-            gather_fn,
-            nb * M * -(-launch.channels // chunk),
-            (src, out, source, sorted_weight, bounds, np.int64(b0), np.int64(nb), np.int64(launch.channels),
-             np.int64(M), np.int64(chunk)),
-        )
-    return out
+
+    def scatter(self, src):
+        """Eq 3 (warp grad_x) / eq 49 (unwarp y): sorted unique keys, or atomics when not deterministic."""
+        cupy = self.cupy
+        (src,) = self._device(src)
+        channels = int(src.shape[1])
+        out = cupy.empty((self.batch, channels, *self.in_shape), dtype=self.dtype)
+        M_in, M_out, corners = self.count_in, self.count_out, 1 << self.d
+        if not self.deterministic:
+            out.fill(0)
+            positions = self.batch * M_out
+            chunk = _chunk(channels, positions)
+            _run(self.function("wt_scatter_atomic_kernel"), positions * -(-channels // chunk),
+                 (src, self.eps, out, np.int64(self.batch), np.int64(channels), *self.geometry, self.padding,
+                  np.int64(chunk)))
+            return out
+        E = M_out * corners
+        if self.batch == 0 or E == 0:
+            return out
+        # Keys (bl * (M_in + 1) + target) * E + e must fit in int64; batches are processed in
+        # groups small enough for that (one group for every realistic size).
+        group = max(1, min(self.batch, _INT64_MAX // ((M_in + 1) * E)))
+        log2_corners = np.int32(self.d)
+        for b0 in range(0, self.batch, group):
+            nb = min(group, self.batch - b0)
+            total = nb * E
+            keys = cupy.empty(total, dtype=cupy.int64)
+            weights = cupy.empty(total, dtype=cupy.float64)
+            _run(self.function("wt_scatter_keys_kernel"), nb * M_out,
+                 (self.eps, keys, weights, np.int64(b0), np.int64(nb), *self.geometry, self.padding))
+            # The keys are unique, so the sorted order does not depend on the sort's
+            # algorithm or scheduling: this is what makes the scatter deterministic.
+            sorted_keys = cupy.sort(keys)
+            del keys
+            source = cupy.empty(total, dtype=cupy.int64)
+            sorted_weight = cupy.empty(total, dtype=cupy.float64)
+            _run(self.function("wt_scatter_decode_kernel", templated=False), total,
+                 (sorted_keys, weights, source, sorted_weight, np.int64(total), np.int64(M_in), np.int64(M_out),
+                  log2_corners))
+            del weights
+            bounds = cupy.empty(nb * (M_in + 1), dtype=cupy.int64)
+            _run(self.function("wt_segment_bounds_kernel", templated=False), nb * (M_in + 1),
+                 (sorted_keys, np.int64(total), bounds, np.int64(nb), np.int64(M_in), np.int64(M_out),
+                  log2_corners))
+            chunk = _chunk(channels, nb * M_in)
+            _run(self.function("wt_scatter_gather_kernel"), nb * M_in * -(-channels // chunk),
+                 (src, out, source, sorted_weight, bounds, np.int64(b0), np.int64(nb), np.int64(channels),
+                  np.int64(M_in), np.int64(M_out), np.int64(chunk)))
+        return out
 
 
 def warp(x, eps, kernel, padding):
     """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])`` on the GPU."""
-    return _gather(kernel, padding, x, eps)
+    return Taps(eps, True, x.shape[2:], kernel, padding).gather(x)
 
 
 def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True, deterministic=True):
@@ -238,18 +240,20 @@ def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True, d
     ``deterministic=False`` computes grad_x with floating-point atomics (run-to-run
     differences in the last bits); the default is the atomic-free sorted scatter.
     """
-    grad_x = _scatter(kernel, padding, grad_y, eps, deterministic) if need_x else None
-    grad_eps = _position_derivative(kernel, padding, grad_y, x, eps) if need_eps else None
+    taps = Taps(eps, True, x.shape[2:], kernel, padding, deterministic=deterministic)
+    grad_x = taps.scatter(grad_y) if need_x else None
+    grad_eps = taps.position_derivative(grad_y, x) if need_eps else None
     return grad_x, grad_eps
 
 
 def unwarp(x, eps, kernel, padding, deterministic=True):
     """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (a scatter) on the GPU."""
-    return _scatter(kernel, padding, x, eps, deterministic)
+    return Taps(eps, True, x.shape[2:], kernel, padding, deterministic=deterministic).scatter(x)
 
 
 def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
     """Eqs 50–51: ``(grad_x, grad_eps)`` through :func:`unwarp`; unrequested ones are None."""
-    grad_x = _gather(kernel, padding, grad_y, eps) if need_x else None
-    grad_eps = _position_derivative(kernel, padding, x, grad_y, eps) if need_eps else None
+    taps = Taps(eps, True, x.shape[2:], kernel, padding)
+    grad_x = taps.gather(grad_y) if need_x else None
+    grad_eps = taps.position_derivative(x, grad_y) if need_eps else None
     return grad_x, grad_eps

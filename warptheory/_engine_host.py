@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ from .kernels import Kernel, get_kernel
 
 __all__ = [
     "HostCompilerError",
+    "Taps",
     "warp",
     "warp_backward",
     "unwarp",
@@ -93,7 +95,9 @@ def _compiler() -> str:
     return path
 
 
+@lru_cache(maxsize=None)
 def _compiler_identity(compiler: str) -> str:
+    """First line of ``compiler --version``, run once per compiler path and process."""
     try:
         out = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -118,9 +122,9 @@ def host_source(kernel: Kernel) -> str:
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
     shape = ctypes.POINTER(ctypes.c_longlong)
-    lib.wt_host_gather.argtypes = [i32, i32, ptr, ptr, ptr, i64, i64, shape, i32]
-    lib.wt_host_position_derivative.argtypes = [i32, i32, ptr, ptr, ptr, ptr, i64, i64, shape, i32]
-    lib.wt_host_scatter.argtypes = [i32, i32, ptr, ptr, ptr, i64, i64, shape, i32]
+    lib.wt_host_gather.argtypes = [i32, i32, ptr, ptr, ptr, i64, i64, shape, shape, i32, i32]
+    lib.wt_host_position_derivative.argtypes = [i32, i32, ptr, ptr, ptr, ptr, i64, i64, shape, shape, i32, i32]
+    lib.wt_host_scatter.argtypes = [i32, i32, ptr, ptr, ptr, i64, i64, shape, shape, i32, i32]
     for fn in (lib.wt_host_gather, lib.wt_host_position_derivative, lib.wt_host_scatter):
         fn.restype = i32
     return lib
@@ -174,14 +178,8 @@ def _compile(compiler: str, source: str, target: Path) -> None:
 # ----- the shared engine interface -----------------------------------------------------
 
 
-def _prepare(kernel, padding, *arrays):
-    lib = build_library(kernel)
-    arrays = [np.ascontiguousarray(a) for a in arrays]
-    first = arrays[0]
-    dtype_code = _DTYPE_CODES[first.dtype]
-    spatial = first.shape[2:]
-    shape = (ctypes.c_longlong * 3)(*spatial, *([1] * (3 - len(spatial))))
-    return lib, arrays, dtype_code, len(spatial), shape, _PADDING_CODES[padding]
+def _sizes(shape):
+    return (ctypes.c_longlong * 3)(*shape, *([1] * (3 - len(shape))))
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -193,38 +191,48 @@ def _check(status: int, what: str) -> None:
         raise RuntimeError(f"host CUDA engine: {what} failed: {_STATUS.get(status, status)}")
 
 
-def _apply(operation, kernel, padding, src, eps):
-    """Run ``wt_host_gather`` (warp) or ``wt_host_scatter`` (its transpose) of the library."""
-    lib, (src, eps), dtype, d, shape, pad = _prepare(kernel, padding, src, eps)
-    out = np.empty_like(src)
-    batch, channels = src.shape[:2]
-    entry = getattr(lib, f"wt_host_{operation}")
-    _check(entry(dtype, d, _ptr(src), _ptr(eps), _ptr(out), batch, channels, shape, pad), operation)
-    return out
+class Taps:
+    """One plan on the host build (see :class:`warptheory.warping.WarpPlan`): the library of
+    the kernel and the plan's geometry; the arithmetic runs per call, as on the GPU."""
 
+    def __init__(self, positions, relative, in_shape, kernel, padding, transient=True):
+        self.lib = build_library(kernel)
+        self.eps = np.ascontiguousarray(positions)
+        self.d = positions.shape[1]
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(positions.shape[2:])
+        self.geometry = (_sizes(self.in_shape), _sizes(self.out_shape), int(bool(relative)), _PADDING_CODES[padding])
+        self.dtype = _DTYPE_CODES[np.dtype(positions.dtype)]
 
-def _gather(kernel, padding, src, eps):
-    return _apply("gather", kernel, padding, src, eps)
+    def prepare(self, slopes):
+        """Nothing to prepare: every output computes its taps."""
 
+    def _run(self, entry, arrays, out_spatial, channels):
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        out = np.empty((self.eps.shape[0], channels, *out_spatial), dtype=self.eps.dtype)
+        status = getattr(self.lib, f"wt_host_{entry}")(
+            self.dtype, self.d, *map(_ptr, arrays), _ptr(self.eps), _ptr(out), self.eps.shape[0],
+            arrays[-1].shape[1], *self.geometry,
+        )
+        _check(status, entry.replace("_", " "))
+        return out
 
-def _scatter(kernel, padding, src, eps):
-    return _apply("scatter", kernel, padding, src, eps)
+    def gather(self, src):
+        """Eq 2 (warp y) / eq 50 (unwarp grad_x)."""
+        return self._run("gather", [src], self.out_shape, src.shape[1])
 
+    def scatter(self, src):
+        """Eq 3 (warp grad_x) / eq 49 (unwarp y), the deterministic three-pass scatter."""
+        return self._run("scatter", [src], self.in_shape, src.shape[1])
 
-def _position_derivative(kernel, padding, outer, src, eps):
-    lib, (outer, src, eps), dtype, d, shape, pad = _prepare(kernel, padding, outer, src, eps)
-    out = np.empty_like(eps)
-    batch, channels = src.shape[:2]
-    status = lib.wt_host_position_derivative(
-        dtype, d, _ptr(outer), _ptr(src), _ptr(eps), _ptr(out), batch, channels, shape, pad
-    )
-    _check(status, "position derivative")
-    return out
+    def position_derivative(self, outer, src):
+        """Eq 4 (outer = grad_y, src = x) / eq 51 (outer = x, src = grad_y)."""
+        return self._run("position_derivative", [outer, src], self.out_shape, self.d)
 
 
 def warp(x, eps, kernel, padding):
     """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])`` (a gather)."""
-    return _gather(kernel, padding, x, eps)
+    return Taps(eps, True, x.shape[2:], kernel, padding).gather(x)
 
 
 def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
@@ -233,14 +241,15 @@ def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
     grad_x (eq 3) is the transpose of the gather, computed by the deterministic
     three-pass scatter; grad_eps (eq 4) is a per-position reduction over channels.
     """
-    grad_x = _scatter(kernel, padding, grad_y, eps) if need_x else None
-    grad_eps = _position_derivative(kernel, padding, grad_y, x, eps) if need_eps else None
+    taps = Taps(eps, True, x.shape[2:], kernel, padding)
+    grad_x = taps.scatter(grad_y) if need_x else None
+    grad_eps = taps.position_derivative(grad_y, x) if need_eps else None
     return grad_x, grad_eps
 
 
 def unwarp(x, eps, kernel, padding):
     """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (a scatter)."""
-    return _scatter(kernel, padding, x, eps)
+    return Taps(eps, True, x.shape[2:], kernel, padding).scatter(x)
 
 
 def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
@@ -249,6 +258,7 @@ def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True)
     grad_x (eq 50) is the gather of grad_y; grad_eps (eq 51) is eq 4's reduction with
     the roles of x and grad_y exchanged.
     """
-    grad_x = _gather(kernel, padding, grad_y, eps) if need_x else None
-    grad_eps = _position_derivative(kernel, padding, x, grad_y, eps) if need_eps else None
+    taps = Taps(eps, True, x.shape[2:], kernel, padding)
+    grad_x = taps.gather(grad_y) if need_x else None
+    grad_eps = taps.position_derivative(x, grad_y) if need_eps else None
     return grad_x, grad_eps

@@ -112,10 +112,12 @@ def _block_of(task, nblocks, npos):
     return task // nblocks, start, min(start + _BLOCK, npos)
 
 
-def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw):
+def _axis_taps_py(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, base, w, dw):
     """Padding-reduced floor and the two tap weights of every position along every axis,
     written into ``base`` (batch, d, npos), ``w`` and ``dw`` (batch, d, 2, npos; ignored
-    unless ``need_w`` / ``need_dw``).
+    unless ``need_w`` / ``need_dw``).  The positions are ``v + eps[b, :, v]`` over the output
+    grid ``out_spatial`` when ``relative``, else ``eps`` itself (absolute coordinates); the
+    sizes and padding are those of the input grid ``spatial``.
 
     ``base[b,k,v]`` is ``floor(v_k + eps[b,k,v])`` clipped (zeros: to [-2, size];
     border: to [-1, size - 1]) or reduced modulo the size (periodic), so the taps'
@@ -127,13 +129,14 @@ def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw
     for task in prange(batch * nblocks):
         b, start, stop = _block_of(task, nblocks, npos)
         if d == 2:
-            _axis_taps_2d(phi, dphi, eps, spatial, padding, need_w, need_dw, b, start, stop, base, w, dw)
+            _axis_taps_2d(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, b, start, stop,
+                          base, w, dw)
             continue
-        coord = np.empty(d, dtype=np.int64)
+        coord = np.zeros(d, dtype=np.int64)
         rest = start
         for k in range(d - 1, -1, -1):
-            coord[k] = rest % spatial[k]
-            rest //= spatial[k]
+            coord[k] = rest % out_spatial[k]
+            rest //= out_spatial[k]
         for pos in range(start, stop):
             undefined = False
             for k in range(d):
@@ -149,7 +152,8 @@ def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw
                         dw[b, k, 0, pos] = np.nan
                         dw[b, k, 1, pos] = np.nan
                     continue
-                base[b, k, pos], frac = _reduced_floor(coord[k] + np.float64(eps[b, k, pos]), spatial[k], padding)
+                p = coord[k] + np.float64(eps[b, k, pos]) if relative else np.float64(eps[b, k, pos])
+                base[b, k, pos], frac = _reduced_floor(p, spatial[k], padding)
                 if need_w:
                     w[b, k, 0, pos] = phi(frac)
                     w[b, k, 1, pos] = phi(frac - 1.0)
@@ -159,7 +163,7 @@ def _axis_taps_py(phi, dphi, eps, spatial, padding, need_w, need_dw, base, w, dw
             # next lattice point in C order
             k = d - 1
             coord[k] += 1
-            while k > 0 and coord[k] == spatial[k]:
+            while k > 0 and coord[k] == out_spatial[k]:
                 coord[k] = 0
                 k -= 1
                 coord[k] += 1
@@ -183,19 +187,21 @@ def _reduced_floor(p, size, padding):
 
 
 @numba.njit(inline="always", **_JIT)
-def _axis_taps_2d(phi, dphi, eps, spatial, padding, need_w, need_dw, b, start, stop, base, w, dw):
+def _axis_taps_2d(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, b, start, stop, base,
+                  w, dw):
     """The 2-D body of :func:`_axis_taps_py` for one block, with the row and column
     stepped instead of recomputed and the per-axis loops written out."""
     height = spatial[0]
     width = spatial[1]
-    row = start // width
-    col = start - row * width
+    out_width = out_spatial[1]
+    row = start // out_width
+    col = start - row * out_width
     for pos in range(start, stop):
         e0 = np.float64(eps[b, 0, pos])
         e1 = np.float64(eps[b, 1, pos])
         if np.isfinite(e0) and np.isfinite(e1):
-            f0, t0 = _reduced_floor(row + e0, height, padding)
-            f1, t1 = _reduced_floor(col + e1, width, padding)
+            f0, t0 = _reduced_floor(row + e0 if relative else e0, height, padding)
+            f1, t1 = _reduced_floor(col + e1 if relative else e1, width, padding)
             base[b, 0, pos] = f0
             base[b, 1, pos] = f1
             if need_w:
@@ -222,7 +228,7 @@ def _axis_taps_2d(phi, dphi, eps, spatial, padding, need_w, need_dw, b, start, s
                 dw[b, 1, 0, pos] = np.nan
                 dw[b, 1, 1, pos] = np.nan
         col += 1
-        if col == width:
+        if col == out_width:
             col = 0
             row += 1
 
@@ -640,15 +646,17 @@ def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
     whole, into its own buffer (one parallel region, and the copy stays in that core's
     cache)."""
     batch, channels, npos = out.shape
+    nin = x.shape[2]
     workers = xt.shape[0]
     nblocks = (npos + _BLOCK - 1) // _BLOCK
+    nblocks_in = (nin + _BLOCK - 1) // _BLOCK
     width = spatial[1]
     if workers > 1:
         for worker in prange(workers):
             xtw = xt[worker]
             fast, cidx, cw, columns = _gather_scratch_2d()
             for b in range(worker, batch, workers):
-                _to_channel_last(x[b], xtw, 0, npos)
+                _to_channel_last(x[b], xtw, 0, nin)
                 for block in range(nblocks):
                     _, start, stop = _block_of(block, nblocks, npos)
                     _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns)
@@ -656,8 +664,8 @@ def _gather_2d_channel_last(x, xt, eps, base, w, spatial, padding, out):
         return
     xt0 = xt[0]
     for b in range(batch):
-        for block in prange(nblocks):
-            _, start, stop = _block_of(block, nblocks, npos)
+        for block in prange(nblocks_in):
+            _, start, stop = _block_of(block, nblocks_in, nin)
             _to_channel_last(x[b], xt0, start, stop)
         for block in prange(nblocks):
             _, start, stop = _block_of(block, nblocks, npos)
@@ -890,11 +898,12 @@ def _scatter(g, base, w, spatial, padding, group, out):
     outside taps), so the result does not depend on the number of threads.
     """
     batch, channels, npos = out.shape
+    nsrc = base.shape[2]
     d = base.shape[1]
     ncorner = 1 << d
     ngroups = (channels + group - 1) // group
     width = spatial[d - 1]
-    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    nblocks = (nsrc + _BLOCK - 1) // _BLOCK
     for task in prange(batch * ngroups):
         b = task // ngroups
         first = (task % ngroups) * group
@@ -909,7 +918,7 @@ def _scatter(g, base, w, spatial, padding, group, out):
         diag = np.uint32(width + 1)
         for blk in range(nblocks):
             start = blk * _BLOCK
-            stop = min(start + _BLOCK, npos)
+            stop = min(start + _BLOCK, nsrc)
             _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, npos)
             n = first
             while n < last:
@@ -956,11 +965,12 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
     one accumulator, so that the block expansion is shared, measured 10 % slower: the
     accumulator outgrows L2.)"""
     batch, channels, npos = out.shape
+    nsrc = base.shape[2]
     groups = channels // _GROUP
     ntasks = batch * groups
     workers = acc.shape[0]
     width = spatial[1]
-    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    nblocks = (nsrc + _BLOCK - 1) // _BLOCK
     for worker in prange(workers):
         sums = acc[worker]
         fast = np.empty(_BLOCK, dtype=np.uint32)
@@ -972,7 +982,7 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
             first = (task % groups) * _GROUP
             sums[:] = 0.0
             for block in range(nblocks):
-                _, start, stop = _block_of(block, nblocks, npos)
+                _, start, stop = _block_of(block, nblocks, nsrc)
                 _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, npos)
                 _scatter_block_channel_last(g[b], sums, first, start, stop - start, width, fast, cidx, cw)
             yb = out[b]
@@ -1077,22 +1087,30 @@ def _scratch(name, shape, dtype):
     return buffer[:size].reshape(shape)
 
 
-def _taps(eps, kernel, padding, need_w, need_dw, fused=True):
-    spatial = np.asarray(eps.shape[2:], dtype=np.int64)
-    npos = int(np.prod(spatial))
-    if npos >= 2**31 - 1:
-        raise ValueError(f"x: at most 2**31 - 2 positions per batch item are supported, got {npos}")
+def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, relative=True, owned=False):
+    """Axis taps ``(spatial, base, w, dw)`` of the positions ``eps`` (relative offsets on their
+    own grid, or absolute coordinates when ``relative`` is False) on an input grid of shape
+    ``in_shape`` (default: eps's grid).  ``owned``: fresh arrays instead of this thread's
+    scratch (for taps that outlive the call, a plan's)."""
+    out_spatial = np.asarray(eps.shape[2:], dtype=np.int64)
+    spatial = out_spatial if in_shape is None else np.asarray(in_shape, dtype=np.int64)
+    npos = int(np.prod(out_spatial))
+    for name, count in (("x", int(np.prod(spatial))), ("eps", npos)):
+        if count >= 2**31 - 1:
+            raise ValueError(f"{name}: at most 2**31 - 2 positions per batch item are supported, got {count}")
     eps_flat = np.ascontiguousarray(eps).reshape(eps.shape[0], eps.shape[1], npos)
     batch, d = eps.shape[:2]
-    base = _scratch("base", (batch, d, npos), np.int32)
-    w = _scratch("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
-    dw = _scratch("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
-    if fused and d == 2 and need_w and _is_builtin_tri(kernel):
+    allocate = (lambda name, shape, dtype: np.empty(shape, dtype=dtype)) if owned else _scratch
+    base = allocate("base", (batch, d, npos), np.int32)
+    w = allocate("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
+    dw = allocate("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
+    same_grid = relative and np.array_equal(spatial, out_spatial)
+    if fused and d == 2 and need_w and same_grid and _is_builtin_tri(kernel):
         _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], need_dw, base, w, dw)
     else:
         _axis_taps(
-            kernel.value_scalar, kernel.derivative_scalar, eps_flat, spatial, PADDING_CODES[padding], need_w, need_dw,
-            base, w, dw,
+            kernel.value_scalar, kernel.derivative_scalar, eps_flat, out_spatial, relative, spatial,
+            PADDING_CODES[padding], need_w, need_dw, base, w, dw,
         )
     return spatial, base, w, dw
 
@@ -1101,12 +1119,12 @@ def _flat(a):
     return np.ascontiguousarray(a).reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
 
 
-def _apply_gather(x, taps, padding, channel_last=True):
+def _apply_gather(x, taps, padding, channel_last=True, out_shape=None):
     spatial, base, w, _ = taps
-    out = np.empty(x.shape, dtype=x.dtype)
+    out = np.empty(x.shape if out_shape is None else (*x.shape[:2], *out_shape), dtype=x.dtype)
     workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize) if channel_last else 0
     if workers:
-        xt = _scratch("channel_last", (workers, base.shape[2], x.shape[1] - x.shape[1] % _GROUP), x.dtype)
+        xt = _scratch("channel_last", (workers, int(np.prod(spatial)), x.shape[1] - x.shape[1] % _GROUP), x.dtype)
         eps_unused = np.empty((0, 0, 0), dtype=x.dtype)
         _gather_2d_channel_last(_flat(x), xt, eps_unused, base, w, spatial, PADDING_CODES[padding], _flat(out))
     else:
@@ -1131,11 +1149,12 @@ def _scatter_workers(batch, channels, spatial):
 def _apply_scatter(g, taps, padding, channel_last=True):
     spatial, base, w, _ = taps
     batch, channels = g.shape[:2]
+    out_shape = (batch, channels, *(int(s) for s in spatial))
     workers = _scatter_workers(batch, channels, spatial) if channel_last else 0
     if workers:
         grouped = channels - channels % _GROUP
-        acc = _scratch("scatter_acc", (workers, base.shape[2] + 1, _GROUP), np.float64)
-        out = np.empty(g.shape, dtype=g.dtype)
+        acc = _scratch("scatter_acc", (workers, int(np.prod(spatial)) + 1, _GROUP), np.float64)
+        out = np.empty(out_shape, dtype=g.dtype)
         _scatter_2d_channel_last(_flat(g), base, w, spatial, PADDING_CODES[padding], acc, _flat(out))
         if grouped < channels:
             rest = np.ascontiguousarray(g[:, grouped:])
@@ -1144,7 +1163,7 @@ def _apply_scatter(g, taps, padding, channel_last=True):
     # enough tasks for every thread; the channel grouping does not change any sum's order
     ngroups = max(1, min(channels, -(-2 * numba.get_num_threads() // max(batch, 1))))
     group = max(1, -(-channels // ngroups))
-    out = np.empty(g.shape, dtype=g.dtype)
+    out = np.empty(out_shape, dtype=g.dtype)
     _scatter(_flat(g), base, w, spatial, PADDING_CODES[padding], group, _flat(out))
     return out
 
@@ -1235,3 +1254,54 @@ def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True)
     grad_x = _apply_gather(grad_y, taps, padding) if need_x else None
     grad_eps = _apply_derivative(grad_y, x, taps, eps, padding) if need_eps else None
     return grad_x, grad_eps
+
+
+class Taps:
+    """The Numba engine's state of one plan (see :class:`warptheory.warping.WarpPlan`).
+
+    A plan's taps (``owned``) are computed at creation, its φ' taps at the first
+    :meth:`prepare` that asks for them.  A transient plan (one functional call) keeps its taps
+    in this thread's scratch and computes them when first needed, φ and φ' together; its
+    forward is :func:`warp` itself (the fused bilinear path where it applies)."""
+
+    def __init__(self, positions, relative, in_shape, kernel, padding, transient=False):
+        self.positions, self.relative, self.kernel, self.padding = positions, relative, kernel, padding
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(positions.shape[2:])
+        self.transient = transient
+        self.taps = None
+        self.slopes = False
+        if not transient:
+            self.prepare(False)
+
+    def prepare(self, slopes):
+        """Compute the φ taps, and the φ' taps too when ``slopes``, unless they are there."""
+        if self.taps is None:
+            self.taps = _taps(self.positions, self.kernel, self.padding, True, slopes, in_shape=self.in_shape,
+                              relative=self.relative, owned=not self.transient)
+            self.slopes = slopes
+        elif slopes and not self.slopes:
+            dw = _taps(self.positions, self.kernel, self.padding, True, True, in_shape=self.in_shape,
+                       relative=self.relative)[3]
+            self.taps = (*self.taps[:3], dw.copy())
+            self.slopes = True
+
+    def gather(self, src):
+        """Eq 2 (warp y) / eq 50 (unwarp grad_x)."""
+        if self.taps is None and self.relative and self.in_shape == self.out_shape:
+            return warp(src, self.positions, self.kernel, self.padding)
+        self.prepare(False)
+        return _apply_gather(src, self.taps, self.padding, out_shape=self.out_shape)
+
+    def scatter(self, src):
+        """Eq 3 (warp grad_x) / eq 49 (unwarp y)."""
+        self.prepare(False)
+        return _apply_scatter(src, self.taps, self.padding)
+
+    def position_derivative(self, outer, src):
+        """Eq 4 (outer = grad_y, src = x) / eq 51 (outer = x, src = grad_y)."""
+        self.prepare(True)
+        out = np.empty((outer.shape[0], len(self.out_shape), *self.out_shape), dtype=outer.dtype)
+        spatial, base, w, dw = self.taps
+        _position_derivative(_flat(src), _flat(outer), base, w, dw, spatial, PADDING_CODES[self.padding], _flat(out))
+        return out

@@ -29,7 +29,7 @@ import itertools
 
 import numpy as np
 
-__all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward"]
+__all__ = ["Taps", "warp", "warp_backward", "unwarp", "unwarp_backward"]
 
 # Taps relative to floor(p) along one axis.  φ has support [-1, 1], so only 0 and 1 can
 # carry weight; -1 and 2 are kept so that the reference does not depend on that argument.
@@ -71,17 +71,21 @@ def _axis_taps(position, size, padding):
     return taps
 
 
-def _corners(eps, spatial, padding):
+def _corners(eps, spatial, padding, relative=True):
     """Yield, for every combination of per-axis taps, (flat index, inside, [t_k]).
 
-    Arrays have shape ``(B, P)`` with ``P = prod(spatial)``.  Also returns the mask of
-    positions with a finite offset (the others get position 0 and must be masked).
+    The sample positions are ``v + eps[:, :, v]`` over eps's own grid (``relative``) or
+    ``eps`` itself (absolute coordinates); ``spatial`` is the input grid the taps index.
+    Arrays have shape ``(B, P)`` with ``P`` the number of positions.  Also returns the mask
+    of positions with a finite offset (the others get position 0 and must be masked).
     """
     d = len(spatial)
     batch = eps.shape[0]
-    eps64 = eps.astype(np.float64).reshape(batch, d, int(np.prod(spatial)))
+    eps64 = eps.astype(np.float64).reshape(batch, d, int(np.prod(eps.shape[2:])))
     finite = np.all(np.isfinite(eps64), axis=1)  # (B, P)
-    grid = np.indices(spatial, dtype=np.float64).reshape(d, -1)  # lattice coordinates v_k
+    grid = np.indices(eps.shape[2:], dtype=np.float64).reshape(d, -1)  # lattice coordinates v_k
+    if not relative:
+        grid = np.zeros_like(grid)
     per_axis = []
     for k in range(d):
         position = np.where(finite, grid[k][None, :] + eps64[:, k, :], 0.0)
@@ -131,10 +135,9 @@ def _scatter(values, flat, inside, size):
     return out
 
 
-def _gather_apply(xflat, eps, spatial, kernel, padding):
+def _gather_apply(xflat, corners, finite, kernel):
     """Σ_u x[b,n,u] Π_k φ(p_k − u_k) at every position (the warp gather, eq 2)."""
-    corners, finite = _corners(eps, spatial, padding)
-    out = np.zeros(xflat.shape)
+    out = np.zeros((*xflat.shape[:2], finite.shape[1]))
     for flat, inside, ts, _ in corners:
         w = np.where(inside, _weights(kernel, ts), 0.0)
         out += np.where(inside[:, None, :], w[:, None, :] * _gather(xflat, flat), 0.0)
@@ -142,27 +145,24 @@ def _gather_apply(xflat, eps, spatial, kernel, padding):
     return out
 
 
-def _scatter_apply(values, eps, spatial, kernel, padding):
+def _scatter_apply(values, corners, size, kernel):
     """out[b,n,v] = Σ_p values[b,n,p] Π_k φ(p_k + eps_kp − v_k) (the warp transpose)."""
-    corners, _ = _corners(eps, spatial, padding)
-    size = int(np.prod(spatial))
-    out = np.zeros(values.shape)
+    out = np.zeros((*values.shape[:2], size))
     for flat, inside, ts, _ in corners:
         w = np.where(inside, _weights(kernel, ts), 0.0)
         out += _scatter(values * w[:, None, :], flat, inside, size)
     return out
 
 
-def _position_derivative(xflat, gflat, eps, spatial, kernel, padding):
+def _position_derivative(xflat, gflat, corners, finite, kernel):
     """Σ_n g[b,n,p] Σ_u x[b,n,u] φ'(p_i − u_i) Π_{k≠i} φ(p_k − u_k) for each axis i.
 
     Written factorised, Σ_a φ'(t_{i,a}) · [Σ_{corners with tap a on axis i} Π_{k≠i} φ · Σ_n g x],
     so that an infinite slope (sqrt_tri at the support edge) multiplies one finite number:
     the result is ±∞, or 0 when that number is 0, and NaN only for +∞ − ∞ between taps.
     """
-    d = len(spatial)
-    corners, finite = _corners(eps, spatial, padding)
-    out = np.zeros((xflat.shape[0], d, xflat.shape[2]))
+    d = len(corners[0][2])
+    out = np.zeros((xflat.shape[0], d, gflat.shape[2]))
     for i in range(d):
         inner = {}  # tap index along axis i -> (t_i, Σ over the other axes)
         for flat, inside, ts, combo in corners:
@@ -180,11 +180,39 @@ def _position_derivative(xflat, gflat, eps, spatial, kernel, padding):
     return out
 
 
+class Taps:
+    """The reference engine's state of one plan (see :class:`warptheory.warping.WarpPlan`):
+    the corners of every sample position, and the three primitives on them."""
+
+    def __init__(self, positions, relative, in_shape, kernel, padding, transient=True):
+        self.kernel = kernel
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(positions.shape[2:])
+        self.d = positions.shape[1]
+        self.corners, self.finite = _corners(positions, self.in_shape, padding, relative)
+
+    def prepare(self, slopes):
+        """Nothing to do: the reference evaluates φ and φ' where it needs them."""
+
+    def gather(self, src):
+        """Eq 2 (warp y) / eq 50 (unwarp grad_x): ``src`` on the input grid, result on the output grid."""
+        out = _gather_apply(_flat(src), self.corners, self.finite, self.kernel)
+        return out.reshape(*src.shape[:2], *self.out_shape).astype(src.dtype)
+
+    def scatter(self, src):
+        """Eq 3 (warp grad_x) / eq 49 (unwarp y): ``src`` on the output grid, result on the input grid."""
+        out = _scatter_apply(_flat(src), self.corners, int(np.prod(self.in_shape)), self.kernel)
+        return out.reshape(*src.shape[:2], *self.in_shape).astype(src.dtype)
+
+    def position_derivative(self, outer, src):
+        """Eq 4 (outer = grad_y, src = x) / eq 51 (outer = x, src = grad_y)."""
+        out = _position_derivative(_flat(src), _flat(outer), self.corners, self.finite, self.kernel)
+        return out.reshape(outer.shape[0], self.d, *self.out_shape).astype(outer.dtype)
+
+
 def warp(x, eps, kernel, padding):
     """Eq 2: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(v_k − u_k + eps[b,k,v])``."""
-    spatial = x.shape[2:]
-    y = _gather_apply(_flat(x), eps, spatial, kernel, padding)
-    return y.reshape(x.shape).astype(x.dtype)
+    return Taps(eps, True, x.shape[2:], kernel, padding).gather(x)
 
 
 def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
@@ -194,22 +222,15 @@ def warp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
     ``grad_eps[b,i,w] = Σ_n grad_y[b,n,w] Σ_u x[b,n,u] φ'(w_i − u_i + eps[b,i,w])
     Π_{k≠i} φ(w_k − u_k + eps[b,k,w])`` (eq 4).
     """
-    spatial = x.shape[2:]
-    grad_x = grad_eps = None
-    if need_x:
-        gx = _scatter_apply(_flat(grad_y), eps, spatial, kernel, padding)
-        grad_x = gx.reshape(x.shape).astype(x.dtype)
-    if need_eps:
-        ge = _position_derivative(_flat(x), _flat(grad_y), eps, spatial, kernel, padding)
-        grad_eps = ge.reshape(eps.shape).astype(eps.dtype)
+    taps = Taps(eps, True, x.shape[2:], kernel, padding)
+    grad_x = taps.scatter(grad_y) if need_x else None
+    grad_eps = taps.position_derivative(grad_y, x) if need_eps else None
     return grad_x, grad_eps
 
 
 def unwarp(x, eps, kernel, padding):
     """Eq 49: ``y[b,n,v] = Σ_u x[b,n,u] Π_k φ(u_k − v_k + eps[b,k,u])`` (scatter from u)."""
-    spatial = x.shape[2:]
-    y = _scatter_apply(_flat(x), eps, spatial, kernel, padding)
-    return y.reshape(x.shape).astype(x.dtype)
+    return Taps(eps, True, x.shape[2:], kernel, padding).scatter(x)
 
 
 def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True):
@@ -220,13 +241,8 @@ def unwarp_backward(x, eps, grad_y, kernel, padding, need_x=True, need_eps=True)
     and ``grad_eps[b,i,w] = Σ_n x[b,n,w] Σ_v grad_y[b,n,v] φ'(w_i − v_i + eps[b,i,w])
     Π_{k≠i} φ(w_k − v_k + eps[b,k,w])`` (eq 51).
     """
-    spatial = x.shape[2:]
-    grad_x = grad_eps = None
-    if need_x:
-        gx = _gather_apply(_flat(grad_y), eps, spatial, kernel, padding)
-        grad_x = gx.reshape(x.shape).astype(x.dtype)
-    if need_eps:
-        # eq 51: the roles are x[w] (at the differentiated position) and grad_y[v] (gathered).
-        ge = _position_derivative(_flat(grad_y), _flat(x), eps, spatial, kernel, padding)
-        grad_eps = ge.reshape(eps.shape).astype(eps.dtype)
+    taps = Taps(eps, True, x.shape[2:], kernel, padding)
+    grad_x = taps.gather(grad_y) if need_x else None
+    # eq 51: the roles are x[w] (at the differentiated position) and grad_y[v] (gathered).
+    grad_eps = taps.position_derivative(x, grad_y) if need_eps else None
     return grad_x, grad_eps

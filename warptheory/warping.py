@@ -47,7 +47,10 @@ import numpy as np
 from ._docs import docfiller
 from .kernels import get_kernel
 
-__all__ = ["warp", "warp_backward", "unwarp", "unwarp_backward", "warp_matrix", "PADDINGS", "BACKENDS"]
+__all__ = [
+    "WarpPlan", "warp_plan", "sample_plan", "sample", "sample_backward",
+    "warp", "warp_backward", "unwarp", "unwarp_backward", "warp_matrix", "PADDINGS", "BACKENDS",
+]
 
 #: Valid ``padding`` values.
 PADDINGS = ("zeros", "periodic", "border")
@@ -67,6 +70,11 @@ _DOCS = {
         Offsets in pixel units, same dtype and array type as ``x``; ``eps[:, k]`` moves
         along spatial axis ``k`` (axis ``k + 2`` of ``x``).  A NaN or ±inf offset makes
         that position undefined (see Notes).""",
+    "coords": """coords : ndarray, shape (B, d, *S_out)
+        Absolute sample positions in pixel units, same dtype and array type as ``x``:
+        ``coords[:, k]`` is the position along spatial axis ``k`` of the input (pixel ``u``
+        sits at ``u``).  ``S_out`` is any grid, independent of the input's shape.  A NaN or
+        ±inf coordinate makes that position undefined (see Notes).""",
     "grad_y": """grad_y : ndarray, shape (B, N, *S)
         Gradient of the loss with respect to the output, same dtype as ``x``.""",
     "kernel": """kernel : str or Kernel, optional
@@ -173,13 +181,325 @@ def _engine(backend, array_kind):
     return importlib.import_module(f"warptheory._engine_{backend}")
 
 
-def _check_need(need_x, need_eps):
-    for name, value in (("need_x", need_x), ("need_eps", need_eps)):
+def _check_need(need_x, need_eps, eps_name="need_eps"):
+    for name, value in (("need_x", need_x), (eps_name, need_eps)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
 
 
-# ----- public operations ------------------------------------------------------------
+# ----- plans: taps computed once, the four operations as primitives -----------------
+class WarpPlan:
+    r"""Sample positions, interpolation kernel and padding, prepared once for repeated warps.
+
+    Made by :func:`warp_plan` (positions ``v + eps``, output grid = input grid) or
+    :func:`sample_plan` (absolute positions ``coords`` on any output grid).  The engine
+    computes the taps (lattice indices and φ weights of every position) when the plan is
+    made, and the φ' taps at the first call that needs them; every operation reuses them.
+    The four operations map onto the engine's three primitives (``paper_notes/engines.md``):
+
+    ============================  ===============================  ==========================
+    operation                     gradient of                      primitive
+    ============================  ===============================  ==========================
+    ``warp(x)``            eq 2   —                                gather(x)
+    ``backward`` grad_x    eq 3   warp                             scatter(grad_y)
+    ``backward`` grad_eps  eq 4   warp                             slope(outer=grad_y, x)
+    ``unwarp(x)``          eq 49  —                                scatter(x)
+    ``unwarp_backward`` gx eq 50  unwarp                           gather(grad_y)
+    ``unwarp_backward`` ge eq 51  unwarp                           slope(outer=x, grad_y)
+    ============================  ===============================  ==========================
+
+    Attributes
+    ----------
+    kernel : Kernel
+    padding : str
+    backend : str
+        The engine: ``"numba"``, ``"numpy"`` or ``"cupy"``.
+    batch, d : int
+    in_shape, out_shape : tuple of int
+        Spatial shapes of the sampled input and of the output grid.
+    dtype : numpy.dtype
+
+    Notes
+    -----
+    The plan keeps a reference to ``eps`` (or ``coords``) and reads it again for the φ' taps:
+    do not modify it in place while the plan is in use.  The results are bitwise those of
+    the functional calls (:func:`warp`, :func:`warp_backward`, :func:`unwarp`,
+    :func:`unwarp_backward`, which are one-call plans).
+
+    Examples
+    --------
+    One plan for the forward pass and both gradients:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(5)
+    >>> x, g = rng.normal(size=(2, 1, 3, 6, 7))
+    >>> eps = rng.normal(size=(1, 2, 6, 7))
+    >>> plan = warp_plan(eps, kernel="cos")
+    >>> y = plan.warp(x)
+    >>> grad_x, grad_eps = plan.backward(x, g)
+    >>> bool(np.array_equal(y, warp(x, eps, "cos")) and np.array_equal(grad_x, unwarp(g, eps, "cos")))
+    True
+    """
+
+    def __init__(self, positions, relative, in_shape, kernel, padding, engine, backend, transient=False):
+        self.kernel = kernel
+        self.padding = padding
+        self.backend = backend
+        self.batch, self.d = int(positions.shape[0]), int(positions.shape[1])
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in positions.shape[2:])
+        self.dtype = np.dtype(positions.dtype)
+        self._kind = _array_kind("eps", positions)
+        self._positions, self._relative = positions, relative
+        self._taps = engine.Taps(positions, relative, self.in_shape, kernel, padding, transient=transient)
+
+    def __repr__(self):
+        return (f"WarpPlan(kernel={self.kernel.name!r}, padding={self.padding!r}, backend={self.backend!r}, "
+                f"batch={self.batch}, in_shape={self.in_shape}, out_shape={self.out_shape}, dtype={self.dtype})")
+
+    # -- argument checks: each names the argument and what the plan expects
+    def _check(self, name, a, spatial):
+        kind = _array_kind(name, a)
+        if kind != self._kind:
+            raise TypeError(f"{name}: the plan holds {self._kind} arrays, got a {kind} array")
+        if np.dtype(a.dtype) != self.dtype:
+            raise TypeError(f"{name}: expected the plan's dtype {self.dtype}, got {a.dtype}")
+        if a.ndim != 2 + self.d or a.shape[0] != self.batch or tuple(a.shape[2:]) != spatial:
+            raise ValueError(
+                f"{name}: expected shape (B, N, *S) = ({self.batch}, N, {', '.join(map(str, spatial))}) "
+                f"for this plan, got {tuple(a.shape)}"
+            )
+
+    def _check_pair(self, x, x_shape, grad_y, g_shape):
+        self._check("x", x, x_shape)
+        self._check("grad_y", grad_y, g_shape)
+        if grad_y.shape[1] != x.shape[1]:
+            raise ValueError(f"grad_y: expected {x.shape[1]} channels like x, got {grad_y.shape[1]}")
+
+    def _slope(self, outer, src):
+        grad = self._taps.position_derivative(outer, src)
+        return _exact_infinite_slopes(grad, self, outer, src)
+
+    # -- the four operations
+    def warp(self, x):
+        """Eq 2: ``x`` of shape (B, N, *in_shape) sampled at the plan's positions, (B, N, *out_shape)."""
+        self._check("x", x, self.in_shape)
+        return self._taps.gather(x)
+
+    def backward(self, x, grad_y, need_x=True, need_eps=True):
+        """Eqs 3–4: ``(grad_x, grad_eps)`` through :meth:`warp`; ``grad_eps`` is the gradient with
+        respect to the plan's ``eps`` or ``coords`` (the same thing).  Unrequested ones are None."""
+        self._check_pair(x, self.in_shape, grad_y, self.out_shape)
+        _check_need(need_x, need_eps)
+        if not (need_x or need_eps):
+            return None, None
+        self._taps.prepare(bool(need_eps))
+        grad_x = self._taps.scatter(grad_y) if need_x else None
+        return grad_x, (self._slope(grad_y, x) if need_eps else None)
+
+    def unwarp(self, x):
+        """Eq 49, the transpose of :meth:`warp`: (B, N, *out_shape) -> (B, N, *in_shape)."""
+        self._check("x", x, self.out_shape)
+        return self._taps.scatter(x)
+
+    def unwarp_backward(self, x, grad_y, need_x=True, need_eps=True):
+        """Eqs 50–51: ``(grad_x, grad_eps)`` through :meth:`unwarp` (x on the output grid,
+        grad_y on the input grid).  Unrequested ones are None."""
+        self._check_pair(x, self.out_shape, grad_y, self.in_shape)
+        _check_need(need_x, need_eps)
+        if not (need_x or need_eps):
+            return None, None
+        self._taps.prepare(bool(need_eps))
+        grad_x = self._taps.gather(grad_y) if need_x else None
+        return grad_x, (self._slope(x, grad_y) if need_eps else None)
+
+
+def _check_positions(name, positions, what):
+    kind = _array_kind(name, positions)
+    _check_dtype(name, positions)
+    if not 3 <= positions.ndim <= 5 or positions.shape[1] != positions.ndim - 2:
+        raise ValueError(
+            f"{name}: expected shape (B, d, *S) with d = len(S) in 1..3 ({what}), got {tuple(positions.shape)}"
+        )
+    if min(positions.shape[2:]) < 1:
+        raise ValueError(f"{name}: every spatial size must be at least 1, got shape {tuple(positions.shape)}")
+    return kind
+
+
+def _plan(positions, relative, in_shape, kernel, padding, backend, kind, transient):
+    _check_padding(padding)
+    engine = _engine(backend, kind)
+    name = backend or ("cupy" if kind == "cupy" else "numba")
+    return WarpPlan(positions, relative, in_shape, get_kernel(kernel), padding, engine, name, transient)
+
+
+@_fill_doc
+def warp_plan(eps, kernel="tri", padding="zeros", backend=None):
+    r"""A :class:`WarpPlan` for the offsets ``eps``: sample positions ``v + eps[:, :, v]`` (eq 2).
+
+    Parameters
+    ----------
+    {eps}
+    {kernel}
+    {padding}
+    {backend}
+
+    Returns
+    -------
+    WarpPlan
+        Input and output grid both ``S``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(12.0).reshape(1, 1, 3, 4)
+    >>> plan = warp_plan(np.full((1, 2, 3, 4), 0.5), padding="border")
+    >>> plan.in_shape, plan.out_shape
+    ((3, 4), (3, 4))
+    >>> bool(np.array_equal(plan.warp(x), warp(x, np.full((1, 2, 3, 4), 0.5), padding="border")))
+    True
+    """
+    kind = _check_positions("eps", eps, "offsets")
+    return _plan(eps, True, eps.shape[2:], kernel, padding, backend, kind, False)
+
+
+def _check_in_shape(in_shape, d):
+    if not isinstance(in_shape, (tuple, list)) or len(in_shape) != d or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in in_shape
+    ):
+        raise ValueError(f"in_shape: expected a tuple of {d} positive ints (one per axis of coords), got {in_shape!r}")
+    return tuple(int(s) for s in in_shape)
+
+
+@_fill_doc
+def sample_plan(coords, in_shape, kernel="tri", padding="zeros", backend=None):
+    r"""A :class:`WarpPlan` that samples an input of spatial shape ``in_shape`` at ``coords``.
+
+    Parameters
+    ----------
+    {coords}
+    in_shape : tuple of int
+        Spatial shape of the input that will be sampled (d entries).
+    {kernel}
+    {padding}
+    {backend}
+
+    Returns
+    -------
+    WarpPlan
+        Input grid ``in_shape``, output grid ``S_out``.
+
+    Examples
+    --------
+    Sampling a 4 × 4 image on a 2 × 2 grid at its odd pixels is plain strided indexing:
+
+    >>> import numpy as np
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> coords = np.stack(np.meshgrid([1.0, 3.0], [1.0, 3.0], indexing="ij"))[None]
+    >>> sample_plan(coords, (4, 4)).warp(x)[0, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
+    """
+    kind = _check_positions("coords", coords, "absolute positions")
+    in_shape = _check_in_shape(in_shape, coords.shape[1])
+    return _plan(coords, False, in_shape, kernel, padding, backend, kind, False)
+
+
+def _sample_plan_for(x, coords, grad_y, kernel, padding, backend):
+    kinds = {"x": _array_kind("x", x), "coords": _check_positions("coords", coords, "absolute positions")}
+    if grad_y is not None:
+        kinds["grad_y"] = _array_kind("grad_y", grad_y)
+    if len(set(kinds.values())) > 1:
+        raise TypeError(f"{', '.join(kinds)}: arrays must all be numpy or all CuPy, got {kinds}")
+    _check_dtype("x", x)
+    if coords.dtype != x.dtype:
+        raise TypeError(f"coords: dtype {coords.dtype} does not match x's dtype {x.dtype}")
+    if x.ndim != coords.ndim or x.shape[0] != coords.shape[0]:
+        raise ValueError(
+            f"x: expected shape (B, N, *S_in) with B = {coords.shape[0]} and {coords.shape[1]} spatial axes "
+            f"(coords has shape {tuple(coords.shape)}), got {tuple(x.shape)}"
+        )
+    return _plan(coords, False, _check_in_shape(tuple(x.shape[2:]), coords.shape[1]), kernel, padding, backend,
+                 kinds["x"], True)
+
+
+@_fill_doc
+def sample(x, coords, kernel="tri", padding="zeros", backend=None):
+    r"""Sample ``x`` at the absolute positions ``coords``: :math:`y_{n\mathbf v} = \sum_{\mathbf u} x_{n\mathbf u} \prod_k \varphi(c_{k\mathbf v} - u_k)`.
+
+    :func:`warp` is ``sample`` at ``coords = v + eps``: for float64 arrays
+    ``sample(x, v + eps)`` equals ``warp(x, eps)`` bitwise (the engine forms ``v + eps`` in
+    float64 itself); for float32 arrays the caller's ``v + eps`` is rounded to float32
+    (relative 2**-24 of the position) and the results differ by that, unless ``v + eps`` is
+    exactly representable in float32.
+
+    Parameters
+    ----------
+    x : ndarray, shape (B, N, *S_in)
+        Signal, float32 or float64.
+    {coords}
+    {kernel}
+    {padding}
+    {backend}
+
+    Returns
+    -------
+    y : ndarray, shape (B, N, *S_out), dtype of ``x``
+
+    {notes}
+
+    Examples
+    --------
+    Downsampling by two with the bilinear kernel averages neighbouring pairs:
+
+    >>> import numpy as np
+    >>> x = np.array([[[0.0, 2.0, 4.0, 6.0]]])
+    >>> sample(x, np.array([[[0.5, 2.5]]])).tolist()
+    [[[1.0, 5.0]]]
+    """
+    return _sample_plan_for(x, coords, None, kernel, padding, backend).warp(x)
+
+
+@_fill_doc
+def sample_backward(x, coords, grad_y, kernel="tri", padding="zeros", need_x=True, need_coords=True, backend=None):
+    r"""Gradients through :func:`sample` (eqs 3–4 with positions ``coords``).
+
+    Parameters
+    ----------
+    x : ndarray, shape (B, N, *S_in)
+    {coords}
+    grad_y : ndarray, shape (B, N, *S_out)
+        Gradient of the loss with respect to the output.
+    {kernel}
+    {padding}
+    need_x, need_coords : bool, optional
+        Which gradients to compute; the one not asked for is returned as ``None``.
+    {backend}
+
+    Returns
+    -------
+    grad_x : ndarray, shape (B, N, *S_in), or None
+    grad_coords : ndarray, shape (B, d, *S_out), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[0.0, 2.0, 4.0, 6.0]]])
+    >>> grad_x, grad_c = sample_backward(x, np.array([[[0.5, 2.25]]]), np.ones((1, 1, 2)))
+    >>> grad_x.tolist(), grad_c.tolist()
+    ([[[0.5, 0.5, 0.75, 0.25]]], [[[2.0, 2.0]]])
+    """
+    plan = _sample_plan_for(x, coords, grad_y, kernel, padding, backend)
+    _check_need(need_x, need_coords, "need_coords")
+    return plan.backward(x, grad_y, need_x=bool(need_x), need_eps=bool(need_coords))
+
+
+# ----- public operations: one-call plans --------------------------------------------
+def _functional(x, eps, grad_y, kernel, padding, backend):
+    engine, k = _validate(x, eps, grad_y, kernel, padding, backend)
+    name = backend or ("cupy" if _array_kind("x", x) == "cupy" else "numba")
+    return WarpPlan(eps, True, x.shape[2:], k, padding, engine, name, transient=True)
+
+
 @_fill_doc
 def warp(x, eps, kernel="tri", padding="zeros", backend=None):
     r"""Warp ``x`` by ``eps`` (eq 2): :math:`y_{n\mathbf v} = \sum_{\mathbf u} x_{n\mathbf u} \prod_k \varphi(v_k - u_k + \varepsilon_{k\mathbf v})`.
@@ -210,8 +530,7 @@ def warp(x, eps, kernel="tri", padding="zeros", backend=None):
     >>> warp(x, np.full((1, 1, 3), 0.5)).tolist()
     [[[1.0, 3.0, 2.0]]]
     """
-    engine, k = _validate(x, eps, None, kernel, padding, backend)
-    return engine.warp(x, eps, k, padding)
+    return _functional(x, eps, None, kernel, padding, backend).warp(x)
 
 
 @_fill_doc
@@ -256,10 +575,9 @@ def warp_backward(x, eps, grad_y, kernel="tri", padding="zeros", need_x=True, ne
     >>> bool(np.isclose(np.vdot(warp(x, eps), g), np.vdot(x, grad_x), rtol=1e-12))
     True
     """
-    engine, k = _validate(x, eps, grad_y, kernel, padding, backend)
+    plan = _functional(x, eps, grad_y, kernel, padding, backend)
     _check_need(need_x, need_eps)
-    grad_x, grad_eps = engine.warp_backward(x, eps, grad_y, k, padding, need_x=bool(need_x), need_eps=bool(need_eps))
-    return grad_x, _exact_infinite_slopes(grad_eps, "warp_backward", x, eps, grad_y, k, padding)
+    return plan.backward(x, grad_y, need_x=need_x, need_eps=need_eps)
 
 
 @_fill_doc
@@ -298,8 +616,7 @@ def unwarp(x, eps, kernel="tri", padding="zeros", backend=None):
     >>> bool(np.isclose(unwarp(x, eps, padding="periodic").sum(), x.sum(), rtol=1e-12))
     True
     """
-    engine, k = _validate(x, eps, None, kernel, padding, backend)
-    return engine.unwarp(x, eps, k, padding)
+    return _functional(x, eps, None, kernel, padding, backend).unwarp(x)
 
 
 @_fill_doc
@@ -344,13 +661,12 @@ def unwarp_backward(x, eps, grad_y, kernel="tri", padding="zeros", need_x=True, 
     >>> bool(np.array_equal(grad_x, warp(g, eps, padding="border")))
     True
     """
-    engine, k = _validate(x, eps, grad_y, kernel, padding, backend)
+    plan = _functional(x, eps, grad_y, kernel, padding, backend)
     _check_need(need_x, need_eps)
-    grad_x, grad_eps = engine.unwarp_backward(x, eps, grad_y, k, padding, need_x=bool(need_x), need_eps=bool(need_eps))
-    return grad_x, _exact_infinite_slopes(grad_eps, "unwarp_backward", x, eps, grad_y, k, padding)
+    return plan.unwarp_backward(x, grad_y, need_x=need_x, need_eps=need_eps)
 
 
-def _exact_infinite_slopes(grad_eps, operation, x, eps, grad_y, kernel, padding):
+def _exact_infinite_slopes(grad_eps, plan, outer, src):
     """Redo, with the factorised reference, grad_eps entries that met an infinite slope.
 
     A kernel with φ' = ±∞ somewhere (sqrt_tri at t = -1) gives ∞·0 or ∞ - ∞ in the fast
@@ -358,19 +674,18 @@ def _exact_infinite_slopes(grad_eps, operation, x, eps, grad_y, kernel, padding)
     positions have measure zero (a sample coordinate exactly on the lattice), so they are
     recomputed by the reference, which multiplies each slope by one finite sum.
     """
-    if grad_eps is None or all(np.isfinite(v) for v in kernel.derivative_right_limits.values()):
+    if plan.backend != "numba" or all(np.isfinite(v) for v in plan.kernel.derivative_right_limits.values()):
         return grad_eps
     xp = np if isinstance(grad_eps, np.ndarray) else importlib.import_module("cupy")
-    finite_eps = xp.all(xp.isfinite(eps), axis=1, keepdims=True)
+    finite_eps = xp.all(xp.isfinite(plan._positions), axis=1, keepdims=True)
     suspect = xp.isnan(grad_eps) & finite_eps
     if not bool(suspect.any()):
         return grad_eps
     from . import _engine_numpy
 
     to_host = (lambda a: a) if xp is np else xp.asnumpy
-    exact = getattr(_engine_numpy, operation)(
-        to_host(x), to_host(eps), to_host(grad_y), kernel, padding, need_x=False, need_eps=True
-    )[1]
+    reference = _engine_numpy.Taps(to_host(plan._positions), plan._relative, plan.in_shape, plan.kernel, plan.padding)
+    exact = reference.position_derivative(to_host(outer), to_host(src))
     return xp.where(suspect, xp.asarray(exact), grad_eps)
 
 

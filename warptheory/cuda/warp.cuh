@@ -6,9 +6,13 @@
 // warp_host.cpp loops over them on the CPU, so a machine without a GPU still runs
 // the exact arithmetic the GPU runs and the tests compare it with the numpy reference.
 //
-// Layout (C order, 64-bit offsets):
-//   x, grad_y, y  : (B, N, M)  with M = prod(S) and S the d spatial sizes
-//   eps, grad_eps : (B, D, M)  eps[b, k, v] moves output v along spatial axis k
+// Layout (C order, 64-bit offsets), for a plan with input grid S_in and output grid S_out
+// (the same grid for warp, any grid for sample):
+//   x (warp's input, unwarp's output)        : (B, N, M_in),  M_in = prod(S_in)
+//   y (warp's output, unwarp's input), grad_y : (B, N, M_out), M_out = prod(S_out)
+//   eps, grad_eps                             : (B, D, M_out)
+// eps[b, k, v] is the offset of output v along spatial axis k (`relative`: position v + eps)
+// or its absolute coordinate (not `relative`: position eps).
 //
 // The interpolation kernel phi is not part of this file.  The build appends the
 // source printed by warptheory.kernels.Kernel.c_source("wt_phi"), which defines
@@ -16,8 +20,8 @@
 //   WT_HD inline double wt_phi_derivative(double t);  // phi'(t+), the RIGHT derivative
 // The forward declarations below let that source come after this header.
 //
-// Conventions (identical to warptheory/_engine_numpy.py):
-//   * the sample position of output v is p = v + eps[b,:,v], formed in double;
+// Conventions (identical to warptheory/engines/reference.py):
+//   * the sample position of output v is p = v + eps[b,:,v] (or eps[b,:,v]), formed in double;
 //   * along each axis only the taps floor(p) and floor(p) + 1 carry weight, with
 //     arguments t = frac(p) and frac(p) - 1, frac(p) = p - floor(p) (exact);
 //   * padding: zeros (tap outside the lattice is dropped), periodic (index mod size),
@@ -146,17 +150,35 @@ WT_HD inline bool wt_axis_taps(double p, long long size, int padding, bool want_
     return true;
 }
 
-// Taps of every axis for output (batch b, flat position v).  `eps_batch` points at
-// eps[b, 0, 0].  Returns false when any axis has a non-finite position.
+// The two grids of a plan and how eps gives the positions.
+template <int D>
+struct WtPlan {
+    WtGeometry<D> in;   // the sampled lattice (the taps index it)
+    WtGeometry<D> out;  // the output grid (one position per output)
+    bool relative;      // position v + eps (warp) or eps (sample)
+};
+
+template <int D>
+WT_HD inline WtPlan<D> wt_make_plan(long long i0, long long i1, long long i2, long long o0, long long o1,
+                                    long long o2, int relative) {
+    WtPlan<D> plan;
+    plan.in = wt_make_geometry<D>(i0, i1, i2);
+    plan.out = wt_make_geometry<D>(o0, o1, o2);
+    plan.relative = relative != 0;
+    return plan;
+}
+
+// Taps of every axis for output (batch b, flat output position v).  `eps_batch` points
+// at eps[b, 0, 0].  Returns false when any axis has a non-finite position.
 template <typename T, int D>
-WT_HD inline bool wt_output_taps(const T* eps_batch, const WtGeometry<D>& g, long long v, int padding,
+WT_HD inline bool wt_output_taps(const T* eps_batch, const WtPlan<D>& plan, long long v, int padding,
                                  bool want_slope, WtAxisTaps* taps) {
     bool finite = true;
     WT_UNROLL
     for (int k = 0; k < D; ++k) {
-        const long long coord = (v / g.stride[k]) % g.size[k];
-        const double p = (double)coord + (double)eps_batch[k * g.count + v];
-        finite = wt_axis_taps(p, g.size[k], padding, want_slope, taps[k]) && finite;
+        const double e = (double)eps_batch[k * plan.out.count + v];
+        const double p = plan.relative ? (double)((v / plan.out.stride[k]) % plan.out.size[k]) + e : e;
+        finite = wt_axis_taps(p, plan.in.size[k], padding, want_slope, taps[k]) && finite;
     }
     return finite;
 }
@@ -181,16 +203,23 @@ WT_HD inline bool wt_corner(const WtAxisTaps* taps, const WtGeometry<D>& g, int 
     return true;
 }
 
-// phi'(t_axis) prod_{k != axis} phi(t_k) at a corner (the factor of eq 4 / eq 51).
+// prod_{k != axis} phi(t_k) at a corner, in axis order: the factor that multiplies
+// phi'(t_axis) in eq 4 / eq 51.
 template <int D>
-WT_HD inline double wt_corner_slope(const WtAxisTaps* taps, int corner, int axis) {
+WT_HD inline double wt_corner_others(const WtAxisTaps* taps, int corner, int axis) {
     double w = 1.0;
     WT_UNROLL
     for (int k = 0; k < D; ++k) {
-        const int tap = (corner >> (D - 1 - k)) & 1;
-        w *= (k == axis) ? taps[k].slope[tap] : taps[k].weight[tap];
+        if (k != axis) w *= taps[k].weight[(corner >> (D - 1 - k)) & 1];
     }
     return w;
+}
+
+// The slope that multiplies a tap's weighted sum `inner`: phi' itself, except that an
+// infinite slope (sqrt_tri at t = -1) meeting a zero sum gives 0 (0 * inf := 0: that tap's
+// weight does not move with eps), as in the reference's factorised form.
+WT_HD inline double wt_slope_factor(double slope, double inner) {
+    return (inner == 0.0 && !wt_isfinite(slope)) ? 0.0 : slope;
 }
 
 // ---------------------------------------------------------------------------------
@@ -200,10 +229,10 @@ WT_HD inline double wt_corner_slope(const WtAxisTaps* taps, int corner, int axis
 // reused across channels.
 template <typename T, int D>
 WT_HD inline void wt_gather_output(const T* src, const T* eps, T* out, long long b, long long v, long long channels,
-                                   long long n_begin, long long n_end, const WtGeometry<D>& g, int padding) {
-    const long long M = g.count;
+                                   long long n_begin, long long n_end, const WtPlan<D>& plan, int padding) {
+    const long long M = plan.out.count;
     WtAxisTaps taps[D];
-    if (!wt_output_taps<T, D>(eps + b * D * M, g, v, padding, false, taps)) {
+    if (!wt_output_taps<T, D>(eps + b * D * M, plan, v, padding, false, taps)) {
         for (long long n = n_begin; n < n_end; ++n) out[(b * channels + n) * M + v] = (T)wt_nan();
         return;
     }
@@ -212,9 +241,9 @@ WT_HD inline void wt_gather_output(const T* src, const T* eps, T* out, long long
     double weight[C];
     bool inside[C];
     WT_UNROLL
-    for (int c = 0; c < C; ++c) inside[c] = wt_corner<D>(taps, g, c, offset[c], weight[c]);
+    for (int c = 0; c < C; ++c) inside[c] = wt_corner<D>(taps, plan.in, c, offset[c], weight[c]);
     for (long long n = n_begin; n < n_end; ++n) {
-        const T* s = src + (b * channels + n) * M;
+        const T* s = src + (b * channels + n) * plan.in.count;
         double acc = 0.0;
         WT_UNROLL
         for (int c = 0; c < C; ++c)
@@ -226,38 +255,35 @@ WT_HD inline void wt_gather_output(const T* src, const T* eps, T* out, long long
 // ---------------------------------------------------------------------------------
 // Position derivative (warp grad_eps, eq 4 with outer = grad_y, src = x; unwarp
 // grad_eps, eq 51 with outer = x, src = grad_y):
-//   out[b,i,v] = sum_n outer[b,n,v] sum_corners slope_i(v, c) src[b,n,u(v, c)]
-//              = sum_corners slope_i(v, c) (sum_n outer[b,n,v] src[b,n,u(v, c)])
+//   out[b,i,v] = sum_n outer[b,n,v] sum_corners phi'_i prod_{k!=i} phi_k src[b,n,u(v, c)]
+//              = sum_{a=0,1} phi'(t_{i,a}) sum_{corners c with tap a on axis i}
+//                    prod_{k!=i} phi_k (sum_n outer[b,n,v] src[b,n,u(v, c)])
+// factorised like the reference, so each slope multiplies one finite sum.
 template <typename T, int D>
 WT_HD inline void wt_position_derivative_output(const T* outer, const T* src, const T* eps, T* out, long long b,
-                                                long long v, long long channels, const WtGeometry<D>& g,
+                                                long long v, long long channels, const WtPlan<D>& plan,
                                                 int padding) {
-    const long long M = g.count;
+    const long long M = plan.out.count;
     WtAxisTaps taps[D];
-    if (!wt_output_taps<T, D>(eps + b * D * M, g, v, padding, true, taps)) {
+    if (!wt_output_taps<T, D>(eps + b * D * M, plan, v, padding, true, taps)) {
         WT_UNROLL
         for (int i = 0; i < D; ++i) out[(b * D + i) * M + v] = (T)wt_nan();
         return;
     }
     constexpr int C = 1 << D;
     long long offset[C];
-    double slope[D][C];
     bool inside[C];
     WT_UNROLL
     for (int c = 0; c < C; ++c) {
         double unused_weight;
-        inside[c] = wt_corner<D>(taps, g, c, offset[c], unused_weight);
-        WT_UNROLL
-        for (int i = 0; i < D; ++i) slope[i][c] = wt_corner_slope<D>(taps, c, i);
+        inside[c] = wt_corner<D>(taps, plan.in, c, offset[c], unused_weight);
     }
-    // Reduce over channels first, per corner, then weight by the slopes: the same
-    // sum as eq 4 in the order of the numpy reference, and an infinite slope (sqrt_tri
-    // at t = -1) then yields a signed infinity rather than inf - inf = NaN.
+    // Reduce over channels first, per corner (a dropped corner reads 0).
     double dot[C];
     WT_UNROLL
     for (int c = 0; c < C; ++c) dot[c] = 0.0;
     for (long long n = 0; n < channels; ++n) {
-        const T* s = src + (b * channels + n) * M;
+        const T* s = src + (b * channels + n) * plan.in.count;
         const double o = (double)outer[(b * channels + n) * M + v];
         WT_UNROLL
         for (int c = 0; c < C; ++c)
@@ -266,11 +292,11 @@ WT_HD inline void wt_position_derivative_output(const T* outer, const T* src, co
     double acc[D];
     WT_UNROLL
     for (int i = 0; i < D; ++i) {
-        acc[i] = 0.0;
-        // A dropped corner is skipped, not multiplied: its slope may be +inf.
+        double inner[2] = {0.0, 0.0};
         WT_UNROLL
-        for (int c = 0; c < C; ++c)
-            if (inside[c]) acc[i] += slope[i][c] * dot[c];
+        for (int c = 0; c < C; ++c) inner[(c >> (D - 1 - i)) & 1] += wt_corner_others<D>(taps, c, i) * dot[c];
+        acc[i] = wt_slope_factor(taps[i].slope[0], inner[0]) * inner[0] +
+                 wt_slope_factor(taps[i].slope[1], inner[1]) * inner[1];
     }
     WT_UNROLL
     for (int i = 0; i < D; ++i) out[(b * D + i) * M + v] = (T)acc[i];
@@ -291,11 +317,11 @@ WT_HD inline void wt_position_derivative_output(const T* outer, const T* src, co
 
 // Pass 1: `target` and `weight` receive 2^D values for source v of batch b.
 template <typename T, int D>
-WT_HD inline void wt_scatter_entries(const T* eps, long long b, long long v, const WtGeometry<D>& g, int padding,
+WT_HD inline void wt_scatter_entries(const T* eps, long long b, long long v, const WtPlan<D>& plan, int padding,
                                      long long* target, double* weight) {
     constexpr int C = 1 << D;
     WtAxisTaps taps[D];
-    if (!wt_output_taps<T, D>(eps + b * D * g.count, g, v, padding, false, taps)) {
+    if (!wt_output_taps<T, D>(eps + b * D * plan.out.count, plan, v, padding, false, taps)) {
         WT_UNROLL
         for (int c = 0; c < C; ++c) {
             target[c] = WT_NO_TARGET;
@@ -307,20 +333,21 @@ WT_HD inline void wt_scatter_entries(const T* eps, long long b, long long v, con
     for (int c = 0; c < C; ++c) {
         long long offset;
         double w;
-        const bool inside = wt_corner<D>(taps, g, c, offset, w);
+        const bool inside = wt_corner<D>(taps, plan.in, c, offset, w);
         target[c] = inside ? offset : WT_NO_TARGET;
         weight[c] = inside ? w : 0.0;
     }
 }
 
-// Pass 3: out[b,n,u] for channels [n_begin, n_end) from the sorted entries in
-// [start, end): `source` holds each entry's source position v, `weight` its weight.
+// Pass 3: out[b,n,u] (u on the input grid, `count` points) for channels [n_begin, n_end)
+// from the sorted entries in [start, end): `source` holds each entry's source position v
+// (on the output grid, `source_count` points), `weight` its weight.
 template <typename T, typename Index>
 WT_HD inline void wt_gather_segment(const T* src, T* out, long long b, long long u, long long channels,
-                                    long long count, long long n_begin, long long n_end, const Index* source,
-                                    const double* weight, long long start, long long end) {
+                                    long long count, long long source_count, long long n_begin, long long n_end,
+                                    const Index* source, const double* weight, long long start, long long end) {
     for (long long n = n_begin; n < n_end; ++n) {
-        const T* s = src + (b * channels + n) * count;
+        const T* s = src + (b * channels + n) * source_count;
         double acc = 0.0;
         for (long long j = start; j < end; ++j) acc += weight[j] * (double)s[source[j]];
         out[(b * channels + n) * count + u] = (T)acc;

@@ -13,11 +13,10 @@ crossings between torch and the engines' arrays:
   current stream of that device, and back with :func:`torch.from_dlpack`.
 
 The engine plan behind a :class:`TensorPlan` is built by :func:`_engine_warp_plan` /
-:func:`_engine_sample_plan`: switching the layer to another engine interface is a change
-here and nowhere else.  Until the engines offer plans (``warptheory.warp_plan``), the
-stand-ins below call :func:`warptheory.warping.warp` / :func:`~warptheory.warping.warp_backward`;
-a sample on an output lattice other than the input's is a sequence of warps of ``x`` on
-output tiles the size of the input lattice (:class:`_TiledSamplePlan`).
+:func:`_engine_sample_plan` (:func:`warptheory.warping.warp_plan` / :func:`~warptheory.warping.sample_plan`):
+the plan computes the taps once in the forward and the φ' taps at the first backward
+that needs them.  Switching the layer to another engine interface is a change here and
+nowhere else.
 """
 from __future__ import annotations
 
@@ -74,92 +73,13 @@ def _on_stream(device: torch.device):
         yield
 
 
-# ----- engine plans (the one place to switch to the engines' plan API) -----------------------
-class _FunctionalWarpPlan:
-    """Stand-in for the engines' ``WarpPlan``: keeps ε, kernel and padding and calls the
-    functional API.  Same methods as the plan: ``warp(x)``, ``backward(x, grad_y, need_x, need_eps)``."""
-
-    def __init__(self, eps, kernel, padding):
-        self.eps, self.kernel, self.padding = eps, kernel, padding
-
-    def warp(self, x):
-        return warping.warp(x, self.eps, self.kernel, self.padding)
-
-    def backward(self, x, grad_y, need_x=True, need_eps=True):
-        return warping.warp_backward(x, self.eps, grad_y, self.kernel, self.padding, need_x=need_x, need_eps=need_eps)
-
-
-class _TiledSamplePlan:
-    """Stand-in for the engines' sample plan: ``y[b, n, o] = x(coords[b, :, o])`` on any output lattice.
-
-    The output lattice is cut into tiles the size of the input lattice; on a tile with
-    origin ``a`` the offsets ``coords[a + v] - v`` are warped (positions of the tile past
-    the output's end get offset 0 and are discarded).  Gradients: grad_x sums the tiles'
-    in a fixed order, grad_coords is the tiles' grad_eps.  One tile, without copies, when
-    the output lattice is the input's.
-    """
-
-    def __init__(self, coords, in_shape, kernel, padding):
-        self.kernel, self.padding = kernel, padding
-        self.in_shape, self.out_shape = tuple(in_shape), tuple(coords.shape[2:])
-        xp = np if isinstance(coords, np.ndarray) else _cupy()
-        self.xp = xp
-        counts = [-(-o // s) for o, s in zip(self.out_shape, self.in_shape)]
-        self.tiles = []  # (output slices, extents, eps of the tile)
-        for origin in np.ndindex(*counts):
-            start = [i * s for i, s in zip(origin, self.in_shape)]
-            extent = [min(s, o - a) for s, o, a in zip(self.in_shape, self.out_shape, start)]
-            out_slices = tuple(slice(a, a + e) for a, e in zip(start, extent))
-            head = tuple(slice(0, e) for e in extent)
-            if self.out_shape == self.in_shape:
-                eps = coords - self._lattice(coords.dtype)
-            else:
-                eps = xp.zeros((coords.shape[0], coords.shape[1], *self.in_shape), dtype=coords.dtype)
-                eps[(slice(None), slice(None), *head)] = (
-                    coords[(slice(None), slice(None), *out_slices)] - self._lattice(coords.dtype)[(slice(None), *head)]
-                )
-            self.tiles.append((out_slices, head, eps))
-
-    def _lattice(self, dtype):
-        return self.xp.asarray(np.indices(self.in_shape, dtype=dtype))
-
-    def _whole(self):
-        return len(self.tiles) == 1 and self.out_shape == self.in_shape
-
-    def warp(self, x):
-        if self._whole():
-            return warping.warp(x, self.tiles[0][2], self.kernel, self.padding)
-        out = self.xp.empty((*x.shape[:2], *self.out_shape), dtype=x.dtype)
-        for out_slices, head, eps in self.tiles:
-            y = warping.warp(x, eps, self.kernel, self.padding)
-            out[(slice(None), slice(None), *out_slices)] = y[(slice(None), slice(None), *head)]
-        return out
-
-    def backward(self, x, grad_y, need_x=True, need_eps=True):
-        if self._whole():
-            return warping.warp_backward(
-                x, self.tiles[0][2], grad_y, self.kernel, self.padding, need_x=need_x, need_eps=need_eps
-            )
-        xp = self.xp
-        grad_x = xp.zeros(x.shape, dtype=x.dtype) if need_x else None
-        grad_coords = xp.empty((x.shape[0], len(self.in_shape), *self.out_shape), dtype=x.dtype) if need_eps else None
-        for out_slices, head, eps in self.tiles:
-            g = xp.zeros(x.shape, dtype=x.dtype)
-            g[(slice(None), slice(None), *head)] = grad_y[(slice(None), slice(None), *out_slices)]
-            gx, geps = warping.warp_backward(x, eps, g, self.kernel, self.padding, need_x=need_x, need_eps=need_eps)
-            if need_x:
-                grad_x += gx
-            if need_eps:
-                grad_coords[(slice(None), slice(None), *out_slices)] = geps[(slice(None), slice(None), *head)]
-        return grad_x, grad_coords
-
-
+# ----- engine plans (the one place to change when the engines' interface changes) --------------
 def _engine_warp_plan(eps, kernel, padding):
-    return _FunctionalWarpPlan(eps, kernel, padding)
+    return warping.warp_plan(eps, kernel, padding)
 
 
 def _engine_sample_plan(coords, in_shape, kernel, padding):
-    return _TiledSamplePlan(coords, in_shape, kernel, padding)
+    return warping.sample_plan(coords, in_shape, kernel, padding)
 
 
 # ----- the plan on tensors ------------------------------------------------------------------

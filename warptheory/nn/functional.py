@@ -108,18 +108,16 @@ def _check_padding(name, padding):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, PADDINGS))}, got {padding!r}")
 
 
-def _check_signal(x, offsets_name, offsets, out_spatial=None):
-    """x (B, N, *S) with 1–3 spatial axes and offsets (B, d, *S_out) on its device and dtype."""
+def _check_signal(x, offsets_name, offsets, same_lattice=True):
+    """x (B, N, *S) with 1–3 spatial axes and offsets (B, d, *S) — or (B, d, *S_out) of any
+    sizes when not ``same_lattice`` — on x's device and dtype."""
     _check_tensor("x", x, ndim=(3, 4, 5))
     _check_tensor(offsets_name, offsets)
     _check_like(offsets_name, offsets, "x", x)
-    d = x.dim() - 2
-    spatial = tuple(x.shape[2:]) if out_spatial is None else out_spatial
-    if offsets.dim() != d + 2 or offsets.shape[0] != x.shape[0] or offsets.shape[1] != d or (
-        out_spatial is None and tuple(offsets.shape[2:]) != spatial
-    ):
-        expected = f"({x.shape[0]}, {d}, {', '.join(map(str, spatial))})" if out_spatial is None else (
-            f"({x.shape[0]}, {d}, *S_out) with {d} output axes"
+    batch, d = x.shape[0], x.dim() - 2
+    if offsets.dim() != d + 2 or offsets.shape[:2] != (batch, d) or (same_lattice and offsets.shape[2:] != x.shape[2:]):
+        expected = f"({batch}, {d}, {', '.join(map(str, x.shape[2:]))})" if same_lattice else (
+            f"({batch}, {d}, *S_out) with {d} output axes"
         )
         raise ValueError(
             f"{offsets_name}: expected shape {expected} for x of shape {tuple(x.shape)}, got {tuple(offsets.shape)}"
@@ -165,6 +163,13 @@ class _SampleFunction(torch.autograd.Function):
         return grad_x, grad_offsets, None, None
 
 
+def _apply(x, offsets, kernel, padding, make_plan, what):
+    """y = plan(x) with the plan ``make_plan(offsets, kernel, padding)`` built in the forward."""
+    kernel = get_kernel(kernel)
+    _check_padding("padding", padding)
+    return _SampleFunction.apply(x, offsets, lambda o: make_plan(o, kernel, padding), what)
+
+
 # ----- public functions -----------------------------------------------------------------------
 @_fill_doc
 def warp(x: torch.Tensor, eps: torch.Tensor, kernel="tri", padding="zeros") -> torch.Tensor:
@@ -202,13 +207,7 @@ def warp(x: torch.Tensor, eps: torch.Tensor, kernel="tri", padding="zeros") -> t
     True
     """
     _check_signal(x, "eps", eps)
-    kernel = get_kernel(kernel)
-    _check_padding("padding", padding)
-
-    def plan(offsets):
-        return _engine.warp_plan(offsets, kernel, padding)
-
-    return _SampleFunction.apply(x, eps, plan, "warp")
+    return _apply(x, eps, kernel, padding, _engine.warp_plan, "warp")
 
 
 @_fill_doc
@@ -247,16 +246,9 @@ def sample(x: torch.Tensor, coords: torch.Tensor, kernel="tri", padding="zeros")
     >>> bool(torch.equal(sample(x, coords), x[:, :, ::2, ::2]))
     True
     """
-    _check_tensor("x", x, ndim=(3, 4, 5))
-    _check_signal(x, "coords", coords, out_spatial=())
-    kernel = get_kernel(kernel)
-    _check_padding("padding", padding)
+    _check_signal(x, "coords", coords, same_lattice=False)
     in_shape = tuple(x.shape[2:])
-
-    def plan(positions):
-        return _engine.sample_plan(positions, in_shape, kernel, padding)
-
-    return _SampleFunction.apply(x, coords, plan, "sample")
+    return _apply(x, coords, kernel, padding, lambda c, k, p: _engine.sample_plan(c, in_shape, k, p), "sample")
 
 
 def eps_variance(eps: torch.Tensor) -> torch.Tensor:

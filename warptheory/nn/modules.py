@@ -430,7 +430,9 @@ class SelfDeformConv2d(WarpBlock):
     start at 0 (so the layer starts as an ordinary convolution, §5.2; a v2 mask starts at
     sigmoid(0) = 1/2 as in DCNv2).  ``pre_eps_norm``, ``detach`` and ``eps_grad_scale`` act
     on that offset branch as in :class:`SelfWarp` (§5, Table 2).  ``eps_variance`` is the
-    average per-sample variance of the 2·G·K offset components.
+    average per-sample variance of the 2·G·K offset components.  Its offsets are not handed
+    to :func:`record_eps`: they live on the kernel points, not on the output lattice, so a
+    :class:`WarpedResidual` around it leaves the skip as it is.
 
     Parameters
     ----------
