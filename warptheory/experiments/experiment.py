@@ -51,12 +51,16 @@ def _train_tasks(name: str, budget: P.Budget, data_spec: dict, seeds: int) -> li
     return planned
 
 
-def plan(name: str, *, quick: bool = False, seeds: int | None = None, data=None, out="experiment-out") -> dict:
+def plan(name: str, *, quick: bool = False, seeds: int | None = None, data=None, out="experiment-out",
+         budget: P.Budget | None = None) -> dict:
     """The runs an experiment needs, without running them: ``{"rows": [(Row, [Task, ...]), ...], ...}``."""
     if name not in P.EXPERIMENTS:
         raise ValueError(f"experiment: expected one of {', '.join(P.EXPERIMENTS)}, got {name!r}")
     seeds = _check_seeds(seeds)
-    budget = P.QUICK if quick else P.FULL
+    if budget is None:
+        budget = P.QUICK if quick else P.FULL
+    elif not isinstance(budget, P.Budget):
+        raise ValueError(f"budget: expected a protocol.Budget, got {type(budget).__name__}")
     seeds = budget.seeds if seeds is None else seeds
     out = Path(out)
     data_spec = _data_spec(data, budget, out / "cache")
@@ -213,7 +217,7 @@ def _landscape_tasks(train_tasks: list[Task], budget: P.Budget) -> list[Task]:
 
 # ----------------------------------------------------------------------------- the experiment
 def run_experiment(name: str, *, quick: bool = False, seeds: int | None = None, data=None,
-                   out="experiment-out", executor=None, progress: bool = True) -> dict:
+                   out="experiment-out", executor=None, progress: bool = True, budget: P.Budget | None = None) -> dict:
     """Run (or resume) experiment ``name`` and write its report; return the results dict.
 
     Parameters
@@ -232,6 +236,9 @@ def run_experiment(name: str, *, quick: bool = False, seeds: int | None = None, 
         Where seeds run: None/"serial", "threads:N", "processes:N", a Dask scheduler address.
     progress : bool
         Progress bars on stderr.
+    budget : protocol.Budget, optional
+        Other sizes than the full or quick budget, e.g. the paper's ResNet-56 on a faster machine:
+        ``dataclasses.replace(protocol.FULL, depth=56, schedule=protocol.Schedule(64000, 128))``.
     """
     from . import report
 
@@ -241,7 +248,7 @@ def run_experiment(name: str, *, quick: bool = False, seeds: int | None = None, 
     _check_seeds(seeds)
     pool, close, workers = make_executor(executor)
     try:
-        spec = plan(name, quick=quick, seeds=seeds, data=data, out=out)
+        spec = plan(name, quick=quick, seeds=seeds, data=data, out=out, budget=budget)
     except BaseException:
         close()
         raise
