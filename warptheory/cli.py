@@ -126,6 +126,16 @@ def cmd_validate(args) -> int:
     return run_validation(report_dir=str(args.report_dir), thorough=args.thorough, extra_args=("-q",))
 
 
+def cmd_experiment(args) -> int:
+    from .experiments.experiment import run_experiment
+
+    results = run_experiment(args.name, quick=args.quick, seeds=args.seeds, data=args.data, out=args.out,
+                             executor=args.executor, progress=not args.no_progress)
+    print(f"{args.out / 'report.md'}: {results['experiment']} ({results['budget']} budget, "
+          f"{results['seeds']} seed(s)/row) in {results['elapsed_s']:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="warptheory",
@@ -172,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path, default=Path("validation-report"))
     p.add_argument("--thorough", action="store_true", help="100× the Monte-Carlo samples")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("experiment", help="§5 training experiments: Tables 1–2, skip ablation, Figures 2–4",
+                       description="Train the paper's §5 rows on a proxy under one fixed protocol "
+                                   "(paper_notes/s05_results.md); write report.md, results.json and figures "
+                                   "into OUT. Resumable: finished seeds in OUT/runs are skipped.")
+    p.add_argument("name", metavar="NAME", choices=("table1", "table2", "skip", "bifurcation", "landscape"),
+                   help="table1, table2, skip, bifurcation or landscape")
+    p.add_argument("--quick", action="store_true", help="smoke-test budget (under 2 minutes)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per row (≥ 1; default 3, 2 with --quick)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="directory with the CIFAR-10 python batches (default: generated shapes10)")
+    p.add_argument("--out", type=Path, default=Path("experiment-out"), help="output folder")
+    p.add_argument("--executor", default=None, metavar="ADDRESS",
+                   help="serial (default), threads:N, processes:N, or a Dask scheduler address")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 
