@@ -346,6 +346,51 @@ def test_python_api_rejects_unknown_experiment(tmp_path):
         run_experiment("figure9", quick=True, out=tmp_path)
 
 
+# ----------------------------------------------------------------------------- report: at-init column, partial rows
+def test_at_init_prediction_reads_warptheory_stability():
+    from warptheory.experiments import protocol as P
+    from warptheory.experiments.report import PREDICTION_RATIO, stability_prediction
+    from warptheory.stability import resnet_gradient_growth
+
+    rows = P.experiment_rows("table1")
+    preds = [stability_prediction(r, 8) for r in rows]
+    plain = resnet_gradient_growth(gamma=1.0, eps_init="zero", stages=((16, 1), (32, 1), (64, 1))).growth
+    for row, p in zip(rows, preds):
+        # ε-weights start at 0 in every row: each is the plain ResNet-8 at initialisation
+        # (γ cancels in the plain ResNet's growth analytically; numerically to a few ulps)
+        assert p["growth"] == p["baseline"] == pytest.approx(plain, rel=1e-13) and p["explodes_at_init"] is False
+        assert p["fan_in_growth"] > 0 and p["fan_in_ratio"] == p["fan_in_growth"] / p["baseline"]
+    # the fan-in counterfactual explodes exactly where γ = 1 and the ε path is not detached (s03_1 note)
+    explodes = [p["fan_in_reading"] == "explodes" for p in preds]
+    assert explodes == [r.model["bn_weight_init"] == 1.0 and not r.model["detach"] for r in rows]
+    assert all(p["fan_in_ratio"] >= PREDICTION_RATIO for p, e in zip(preds, explodes) if e)
+    assert stability_prediction(rows[0], 8) == preds[0]  # deterministic
+    unwarped = stability_prediction(P.experiment_rows("skip")[1], 8)
+    assert unwarped["fan_in_growth"] is None and "unwarped skip" in unwarped["fan_in_reading"]
+    pretrained = stability_prediction(P.experiment_rows("table2")[0], 8)
+    assert pretrained["fan_in_growth"] is None and "pretraining" in pretrained["fan_in_reading"]
+    assert pretrained["model"].startswith("deformable")
+    assert stability_prediction(rows[0], None) is None
+
+
+def _record(seed, diverged, accuracy):
+    return {"task": {"seed": seed}, "diverged": diverged, "test_accuracy": accuracy, "wall_time_s": 1.0,
+            "cpu_time_s": 1.0, "exceedance": None, "eps_var": [[0.1]], "nonfinite_loss_step": None}
+
+
+def test_row_summary_of_partial_rows_and_claims_paired_by_seed():
+    from warptheory.experiments import protocol as P
+    from warptheory.experiments.report import _by_seed, paired_claim, row_summary
+
+    row = P.experiment_rows("table1")[6]
+    empty = row_summary(row, [], 8)
+    assert empty["seeds"] == 0 and empty["verdict"] == "not run" and empty["accuracy_mean"] is None
+    a = [_record(0, False, 0.5), _record(2, False, 0.7)]  # seed 1 not stored yet
+    b = [_record(1, False, 0.1), _record(2, False, 0.2)]
+    assert _by_seed(a, range(3)) == [0.5, None, 0.7] and _by_seed(b, range(3)) == [None, 0.1, 0.2]
+    assert paired_claim(_by_seed(a, range(3)), _by_seed(b, range(3)))["pairs"] == 1  # only seed 2 pairs
+
+
 # ----------------------------------------------------------------------------- training smoke tests
 def _quick_config(row_index=6, plant=None, table="table1"):
     from warptheory.experiments import protocol as P
@@ -402,6 +447,20 @@ def test_quick_experiment_writes_report_results_and_figures(name, tmp_path, caps
         assert {"fig3_landscape_joint.png", "fig4_landscape_disentangled.png"} <= set(results["figures"])
         assert set(results["landscape"]["line_verdicts"]["0"]) == {"eq15_warp", "eq15_conv", "filter_warp",
                                                                     "filter_conv"}
+    if name in ("table1", "table2", "skip"):
+        assert all(r["stability_prediction"]["explodes_at_init"] is False for r in results["rows"])
+        assert results["stability_prediction"]["growth_at_init"] and "At-init prediction" in report
+    assert results["partial"] is False and "PARTIAL" not in report
     before = sorted(p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json"))
     assert main(["experiment", name, "--quick", "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
     assert sorted(p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")) == before  # all resumed
+    # --report-only runs nothing: with 2 seeds planned, every seed-1 run is reported missing
+    assert main(["experiment", name, "--quick", "--seeds", "2", "--out", str(out), "--report-only"]) == 0
+    assert sorted(p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")) == before
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["partial"] is True and "PARTIAL REPORT" in (out / "report.md").read_text()
+    assert {m["seed"] for m in partial["missing"]} == {1} and len(partial["missing"]) >= rows
+    assert all(r["seeds"] == 1 and r["seeds_planned"] == 2 and not r["complete"] for r in partial["rows"])
+    if name in ("table1", "table2", "skip"):
+        assert partial["pattern"]["complete"] is False
+        assert partial["pattern"]["verdict"] in ("incomplete", "does not reproduce")

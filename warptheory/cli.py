@@ -130,9 +130,10 @@ def cmd_experiment(args) -> int:
     from .experiments.experiment import run_experiment
 
     results = run_experiment(args.name, quick=args.quick, seeds=args.seeds, data=args.data, out=args.out,
-                             executor=args.executor, progress=not args.no_progress)
+                             executor=args.executor, progress=not args.no_progress, report_only=args.report_only)
     print(f"{args.out / 'report.md'}: {results['experiment']} ({results['budget']} budget, "
-          f"{results['seeds']} seed(s)/row) in {results['elapsed_s']:.0f} s")
+          f"{results['seeds']} seed(s)/row) in {results['elapsed_s']:.0f} s"
+          + (f"; PARTIAL: {len(results['missing'])} run(s) missing" if results.get("partial") else ""))
     return 0
 
 
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", default=None, metavar="ADDRESS",
                    help="serial (default), threads:N, processes:N, or a Dask scheduler address")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: report the seeds already stored in OUT/runs, marked partial if any are missing")
     p.set_defaults(func=cmd_experiment)
     return parser
 

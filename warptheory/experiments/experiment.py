@@ -217,7 +217,8 @@ def _landscape_tasks(train_tasks: list[Task], budget: P.Budget) -> list[Task]:
 
 # ----------------------------------------------------------------------------- the experiment
 def run_experiment(name: str, *, quick: bool = False, seeds: int | None = None, data=None,
-                   out="experiment-out", executor=None, progress: bool = True, budget: P.Budget | None = None) -> dict:
+                   out="experiment-out", executor=None, progress: bool = True, budget: P.Budget | None = None,
+                   report_only: bool = False) -> dict:
     """Run (or resume) experiment ``name`` and write its report; return the results dict.
 
     Parameters
@@ -239,8 +240,14 @@ def run_experiment(name: str, *, quick: bool = False, seeds: int | None = None, 
     budget : protocol.Budget, optional
         Other sizes than the full or quick budget, e.g. the paper's ResNet-56 on a faster machine:
         ``dataclasses.replace(protocol.FULL, depth=56, schedule=protocol.Schedule(64000, 128))``.
+    report_only : bool
+        Run nothing: report the seeds already in ``OUT/runs`` (e.g. while another process is still
+        running the experiment). Where seeds are missing the report is marked *partial* and lists them.
     """
     from . import report
+
+    if report_only:
+        return _report_stored(name, quick=quick, seeds=seeds, data=data, out=out, budget=budget)
 
     started = time.perf_counter()
     if name not in P.EXPERIMENTS:  # the cheap checks first: nothing is rendered or started for bad input
@@ -278,6 +285,32 @@ def run_experiment(name: str, *, quick: bool = False, seeds: int | None = None, 
     results = report.write_report(name, spec, rows, out, landscape=landscape,
                                   elapsed_s=time.perf_counter() - started, workers=workers)
     return results
+
+
+def _report_stored(name, *, quick, seeds, data, out, budget) -> dict:
+    """``run_experiment(..., report_only=True)``: the report of what the store holds, nothing run."""
+    from . import report
+
+    started = time.perf_counter()
+    if name not in P.EXPERIMENTS:
+        raise ValueError(f"experiment: expected one of {', '.join(P.EXPERIMENTS)}, got {name!r}")
+    spec = plan(name, quick=quick, seeds=seeds, data=data, out=out, budget=budget)
+    out = spec["out"]
+    store = ResultStore(out)
+    rows, missing = [], []
+    for row, tasks in spec["rows"]:
+        rows.append((row, [store.read(t) for t in tasks if store.has(t)]))
+        missing += [(row.label, t.seed) for t in tasks if not store.has(t)]
+    landscape = None
+    if name == "landscape":
+        trained = [t for t in spec["rows"][0][1] if store.has(t)]
+        land_tasks = _landscape_tasks(trained, spec["budget"])
+        missing += [(t.name, t.seed) for t in _landscape_tasks(spec["rows"][0][1], spec["budget"])
+                    if not store.has(t)]
+        landscape = [(t, store.read(t)) for t in land_tasks if store.has(t)]
+    out.mkdir(parents=True, exist_ok=True)
+    return report.write_report(name, spec, rows, out, landscape=landscape,
+                               elapsed_s=time.perf_counter() - started, workers=0, missing=missing)
 
 
 def _train_entry(config: dict, seed: int) -> dict:

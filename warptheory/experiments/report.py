@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -68,27 +69,86 @@ def paired_claim(a, b, label: str = "") -> dict:
     return dict(out, verdict=verdict, mean_difference=mean, se=se, t=t, threshold=threshold)
 
 
-def stability_prediction(row: P.Row, depth: int):
-    """The stability issue's at-initialisation prediction for a row, or None while it is unavailable.
+#: The at-init column's reading of the fan-in counterfactual: growth / plain-ResNet growth ≥ 100 is an
+#: explosion, ≤ 1/100 a vanishing gradient (two orders of magnitude either way; fixed before the results).
+PREDICTION_RATIO = 100.0
 
-    TODO(issue 13): ``warptheory.stability`` (branch ``stability``) is not on main yet; when it
-    lands, return its predicted gradient growth through the network at initialisation here.
+
+def _stages(depth: int) -> tuple:
+    n = (depth - 2) // 6
+    return ((16, n), (32, n), (64, n))
+
+
+@lru_cache(maxsize=None)
+def _growth(gamma: float, pre_eps_norm: bool, detach: bool, kernel: str, depth: int, eps_init: str):
+    from ..stability import resnet_gradient_growth
+
+    r = resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre_eps_norm, detach=detach, eps_init=eps_init,
+                               kernel=kernel, stages=_stages(depth))
+    return r.growth, r.baseline
+
+
+def stability_prediction(row: P.Row, depth: int | None):
+    """The stability issue's at-initialisation prediction for a row (``warptheory.stability``, §3.1, §5).
+
+    :func:`warptheory.stability.resnet_gradient_growth` (mean field, ``paper_notes/s03_1_stability.md``,
+    "ResNet-56 (Tables 1–2): theory side") at the row's depth, batch-norm γ, pre-ε BN and detaching:
+
+    * ``growth``: at the protocol's initialisation, ε-weights 0. Every warp is then the identity and
+      every ε path carries nothing, so every row has the plain BN-ResNet's growth (``baseline``) and
+      ``explodes_at_init`` is False: a divergence can only develop in training (eq 9's feedback).
+    * ``fan_in_growth``: the counterfactual with fan-in Gaussian ε-weights (σ_ε = rms of the ε
+      convolution's input), read as ``fan_in_reading`` by :data:`PREDICTION_RATIO` against ``baseline``.
+      It is None where the module has no model of the row: an unwarped skip (it warps every skip), or
+      pretraining (ε is still 0 when warping is switched on, so ``growth`` is the prediction).
+
+    Deformable rows use the module's model of a deformable layer (a SelfWarp per kernel point, skip
+    warped; the s03_1 note's Table 2). Table 2's gradient scaling scales the ε-branch *parameters'*
+    gradients, not the ε-path gradient into x, so it changes nothing at initialisation (c = 1).
+    Deterministic (quadrature) and cached per configuration.
     """
-    return None
+    if depth is None:
+        return None
+    m = row.model
+    gamma, pre, detach = float(m["bn_weight_init"]), bool(m["pre_eps_norm"]), bool(m["detach"])
+    growth, baseline = _growth(gamma, pre, detach, m["kernel"], depth, "zero")
+    out = {"model": f"{'deformable (as SelfWarps)' if m['layer'] == 'deform' else 'SelfWarp'} ResNet-{depth}",
+           "growth": growth, "baseline": baseline, "explodes_at_init": False,
+           "fan_in_growth": None, "fan_in_ratio": None, "fan_in_reading": None}
+    if row.pretrain:
+        out["fan_in_reading"] = "ε = 0 after pretraining"
+    elif not m["warp_skip"] and m["layer"] == "selfwarp":
+        out["fan_in_reading"] = "not modelled (unwarped skip)"
+    else:
+        fan_in, _ = _growth(gamma, pre, detach, m["kernel"], depth, "fan_in")
+        ratio = fan_in / baseline
+        out.update(fan_in_growth=fan_in, fan_in_ratio=ratio,
+                   fan_in_reading="explodes" if ratio >= PREDICTION_RATIO else
+                   "vanishes" if ratio <= 1 / PREDICTION_RATIO else "no explosion")
+    return out
 
 
 def _accuracies(records):
     return [None if r["diverged"] else r["test_accuracy"] for r in records]
 
 
+def _by_seed(records, seeds):
+    """Accuracies aligned on ``seeds`` (None where the seed diverged or has no stored run)."""
+    acc = {r["task"]["seed"]: (None if r["diverged"] else r["test_accuracy"]) for r in records}
+    return [acc.get(s) for s in seeds]
+
+
 def row_summary(row: P.Row, records: list[dict], depth: int) -> dict:
-    """Per-row numbers: diverged/seeds, accuracy mean ± SE over non-diverged seeds, wall time, verdict."""
+    """Per-row numbers: diverged/seeds, accuracy mean ± SE over non-diverged seeds, wall time, verdict.
+
+    A row without any stored run (a partial report) has ``seeds`` 0 and the verdict "not run".
+    """
     seeds = len(records)
     diverged = sum(bool(r["diverged"]) for r in records)
     acc = [a for a in _accuracies(records) if a is not None]
     mean = float(np.mean(acc)) if acc else None
     se = float(np.std(acc, ddof=1) / math.sqrt(len(acc))) if len(acc) > 1 else None
-    walls = [r["wall_time_s"] for r in records]
+    walls = [r["wall_time_s"] for r in records] or [math.nan]
     first = [r["exceedance"]["step"] for r in records if r["exceedance"]]
     peak = [float(np.nanmax(np.asarray(r["eps_var"], dtype=float))) if r["eps_var"] else 0.0 for r in records]
     return {
@@ -98,7 +158,7 @@ def row_summary(row: P.Row, records: list[dict], depth: int) -> dict:
         "accuracy_mean": mean, "accuracy_se": se, "accuracy_n": len(acc),
         "wall_time_mean_s": float(np.mean(walls)), "wall_time_total_s": float(np.sum(walls)),
         "first_exceedance_steps": first, "max_eps_var_per_seed": peak,
-        "verdict": divergence_verdict(row.paper_diverges, diverged, seeds),
+        "verdict": divergence_verdict(row.paper_diverges, diverged, seeds) if seeds else "not run",
         "stability_prediction": stability_prediction(row, depth),
         "per_seed": [{"seed": r["task"]["seed"], "diverged": r["diverged"], "exceedance": r["exceedance"],
                       "test_accuracy": r["test_accuracy"], "wall_time_s": r["wall_time_s"],
@@ -115,8 +175,11 @@ def _fmt_acc(s):
 
 def _fmt_prediction(p):
     if p is None:
-        return "TODO (issue 13 not on main)"
-    return str(p)
+        return "—"
+    text = f"ε = 0: ×{p['growth']:.3g} (plain), no explosion"
+    if p["fan_in_growth"] is not None:
+        return text + f"; fan-in ε: ×{p['fan_in_growth']:.3g}, {p['fan_in_reading']}"
+    return text + f"; fan-in ε: {p['fan_in_reading']}"
 
 
 def _table_markdown(summaries: list[dict]) -> str:
@@ -126,16 +189,48 @@ def _table_markdown(summaries: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         cells = [s["columns"][c] for c in cols] + [
-            f"{s['diverged']}/{s['seeds']}", _fmt_acc(s), f"{s['wall_time_mean_s']:.0f}", s["paper"],
-            _fmt_prediction(s["stability_prediction"]), f"**{s['verdict']}**"]
+            f"{s['diverged']}/{s['seeds']}" + ("" if s.get("complete", True) else f" (of {s['seeds_planned']} planned)"),
+            _fmt_acc(s), "—" if not s["seeds"] else f"{s['wall_time_mean_s']:.0f}", s["paper"],
+            _fmt_prediction(s["stability_prediction"]),
+            f"**{s['verdict']}**" + ("" if s.get("complete", True) or not s["seeds"] else " (partial)")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _pattern(summaries: list[dict]) -> dict:
+    """Every row reproduces; while seeds are missing, "incomplete" unless a finished row already fails."""
     ok = sum(s["verdict"] == "reproduces" for s in summaries)
-    return {"rows_reproduced": ok, "rows": len(summaries),
-            "verdict": "reproduces" if ok == len(summaries) else "does not reproduce"}
+    complete = all(s.get("complete", True) for s in summaries)
+    finished = [s for s in summaries if s.get("complete", True)]
+    verdict = ("reproduces" if ok == len(summaries) else "does not reproduce") if complete else (
+        "does not reproduce" if any(s["verdict"] != "reproduces" for s in finished) else "incomplete")
+    return {"rows_reproduced": ok, "rows": len(summaries), "rows_complete": len(finished), "complete": complete,
+            "verdict": verdict}
+
+
+def _prediction_summary(summaries: list[dict]) -> tuple[dict, str]:
+    """The at-init column in one sentence, against the measured divergence (majority of a row's seeds)."""
+    preds = [s["stability_prediction"] for s in summaries]
+    if not summaries or any(p is None for p in preds):
+        return {}, ""
+    rows = lambda cond: [i + 1 for i, s in enumerate(summaries) if cond(i, s)]  # noqa: E731 — 1-based row numbers
+    explode = rows(lambda i, s: preds[i]["fan_in_reading"] == "explodes")
+    vanish = rows(lambda i, s: preds[i]["fan_in_reading"] == "vanishes")
+    measured = rows(lambda i, s: s["seeds"] and s["diverged"] > s["seeds"] / 2)
+    paper = rows(lambda i, s: s["paper"] == "diverges")
+    growth = sorted({round(p["growth"], 12) for p in preds})
+    summary = {"explodes_at_init": rows(lambda i, s: preds[i]["explodes_at_init"]), "growth_at_init": growth,
+               "fan_in_explodes": explode, "fan_in_vanishes": vanish, "measured_diverges": measured,
+               "paper_diverges": paper}
+    fmt = lambda r: ", ".join(map(str, r)) or "none"  # noqa: E731
+    text = (f"At-init prediction (`warptheory.stability.resnet_gradient_growth`, issue 13; {preds[0]['model']}): "
+            f"with the protocol's zero ε-weights every row starts as the plain ResNet (gradient growth "
+            f"×{', ×'.join(f'{g:.3g}' for g in growth)} through the residual blocks), so no row is predicted to "
+            f"explode at initialisation and any divergence develops in training. The fan-in counterfactual "
+            f"(growth ÷ plain ≥ {PREDICTION_RATIO:g}: explodes, ≤ 1/{PREDICTION_RATIO:g}: vanishes) explodes "
+            f"in rows {fmt(explode)} and vanishes in rows {fmt(vanish)}. Diverged here (majority of seeds): rows "
+            f"{fmt(measured)}; in the paper: rows {fmt(paper)}.")
+    return summary, text
 
 
 # ----------------------------------------------------------------------------- figures
@@ -324,6 +419,19 @@ def _landscape(landscape):
 
 
 # ----------------------------------------------------------------------------- report
+def _missing_lines(missing) -> list[str]:
+    if not missing:
+        return []
+    by_label: dict = {}
+    for label, seed in missing:
+        by_label.setdefault(label, []).append(seed)
+    return ["**PARTIAL REPORT** — made with `--report-only` from the seeds stored so far; "
+            f"{len(missing)} planned run(s) have no stored result yet, so every verdict below is provisional:",
+            ""] + [f"- {label}: seed(s) {', '.join(map(str, seeds))} missing" for label, seeds in by_label.items()] + [
+            "", "Resume with the same command without `--report-only` (or `figures/run_s05_experiments.sh NAME`); "
+            "finished seeds are skipped.", ""]
+
+
 def _header(name, spec, elapsed_s, workers):
     b = spec["budget"]
     s = b.schedule
@@ -342,30 +450,54 @@ def _header(name, spec, elapsed_s, workers):
         "the generated shapes10 set instead of CIFAR-10); what is compared is the pattern: which rows "
         "diverge, and the order of the rows.",
         "",
-        f"This invocation: {elapsed_s:.0f} s wall, {workers} worker(s); per-seed wall times are the runs' own.",
+        (f"This invocation: {elapsed_s:.0f} s wall, {workers} worker(s); per-seed wall times are the runs' own."
+         if workers else "This invocation ran nothing (`--report-only`); per-seed wall times are the runs' own."),
         "",
     ]
 
 
-def write_report(name, spec, rows, out: Path, *, landscape=None, elapsed_s=0.0, workers=1) -> dict:
-    """Analyse the stored runs of an experiment, write ``report.md``, ``results.json`` and figures into OUT."""
+def _planned_depth(name, spec, row) -> int:
+    b = spec["budget"]
+    return b.bifurcation_depth if (name == "bifurcation" and row.model["layer"] == "selfwarp") else b.depth
+
+
+def write_report(name, spec, rows, out: Path, *, landscape=None, elapsed_s=0.0, workers=1, missing=None) -> dict:
+    """Analyse the stored runs of an experiment, write ``report.md``, ``results.json`` and figures into OUT.
+
+    ``missing`` lists (row label, seed) of planned runs without a stored result (``--report-only``): the
+    report is then marked partial, and rows with missing seeds say how many were planned.
+    """
     out = Path(out)
     b = spec["budget"]
+    missing = list(missing or [])
     results = {"experiment": name, "budget": b.name, "seeds": spec["seeds"], "data": spec["data_spec"],
-               "schedule": asdict(b.schedule), "elapsed_s": elapsed_s, "workers": workers, "figures": []}
+               "schedule": asdict(b.schedule), "elapsed_s": elapsed_s, "workers": workers, "figures": [],
+               "partial": bool(missing), "missing": [{"row": label, "seed": seed} for label, seed in missing]}
     md = _header(name, spec, elapsed_s, workers)
-    depth_of = {id(r): recs[0]["task"]["config"]["model"]["depth"] if recs else None for r, recs in rows}
+    if missing:
+        md[1:1] = [""] + _missing_lines(missing)[:-1]
+    depth_of = {id(r): recs[0]["task"]["config"]["model"]["depth"] if recs else _planned_depth(name, spec, r)
+                for r, recs in rows}
     summaries = [row_summary(row, recs, depth_of[id(row)]) for row, recs in rows]
+    for s in summaries:
+        s["seeds_planned"] = spec["seeds"]
+        s["complete"] = s["seeds"] == spec["seeds"]
     results["rows"] = summaries
     if name in ("table1", "table2", "skip"):
         md += [_table_markdown(summaries), ""]
         pattern = _pattern(summaries)
         results["pattern"] = pattern
         md += [f"**Divergence pattern: {pattern['verdict']}** ({pattern['rows_reproduced']} of {pattern['rows']} "
-               "rows as in the paper).", ""]
+               "rows as in the paper" + ("" if pattern["complete"] else
+                                         f"; {pattern['rows_complete']} row(s) have all their seeds") + ").", ""]
+        prediction, text = _prediction_summary(summaries)
+        results["stability_prediction"] = prediction
+        if text:
+            md += [text, ""]
         claims = []
         for a, bidx, label in ORDER_CLAIMS.get(name, []):
-            c = paired_claim(_accuracies(rows[a][1]), _accuracies(rows[bidx][1]), label)
+            seeds = range(spec["seeds"])
+            c = paired_claim(_by_seed(rows[a][1], seeds), _by_seed(rows[bidx][1], seeds), label)
             claims.append(c)
             numbers = ("fewer than 2 seeds where both rows are stable" if c["t"] is None else
                        f"paired difference {100 * c['mean_difference']:+.2f} ± {100 * c['se']:.2f} points, "
