@@ -161,7 +161,8 @@ def row_summary(row: P.Row, records: list[dict], depth: int) -> dict:
         "verdict": divergence_verdict(row.paper_diverges, diverged, seeds) if seeds else "not run",
         "stability_prediction": stability_prediction(row, depth),
         "per_seed": [{"seed": r["task"]["seed"], "diverged": r["diverged"], "exceedance": r["exceedance"],
-                      "test_accuracy": r["test_accuracy"], "wall_time_s": r["wall_time_s"],
+                      "test_accuracy": r["test_accuracy"], "test_loss": r.get("test_loss"),
+                      "wall_time_s": r["wall_time_s"],
                       "cpu_time_s": r["cpu_time_s"]} for r in records],
     }
 
@@ -171,6 +172,22 @@ def _fmt_acc(s):
         return "—"
     se = "" if s["accuracy_se"] is None else f" ± {100 * s['accuracy_se']:.1f}"
     return f"{100 * s['accuracy_mean']:.1f}{se} (n={s['accuracy_n']})"
+
+
+def _fmt_number(v, digits=3) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "—"
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.{digits}g}" if abs(v) < 1e4 else f"{v:.1e}"
+
+
+def _fmt_seeds(s) -> str:
+    """Peak σ_ε² and test loss of each seed (ln 10 = 2.303 is a uniform prediction: nothing learnt)."""
+    return "; ".join(f"{_fmt_number(peak)} / {_fmt_number(seed.get('test_loss'), 4)}"
+                     for peak, seed in zip(s["max_eps_var_per_seed"], s["per_seed"])) or "—"
 
 
 def _fmt_prediction(p):
@@ -184,13 +201,13 @@ def _fmt_prediction(p):
 
 def _table_markdown(summaries: list[dict]) -> str:
     cols = list(summaries[0]["columns"])
-    head = cols + ["diverged/seeds", "test acc. % (mean ± SE)", "wall s/seed", "paper", "at-init prediction",
-                   "verdict"]
+    head = cols + ["diverged/seeds", "test acc. % (mean ± SE)", "per seed: peak σ_ε² / test loss", "wall s/seed",
+                   "paper", "at-init prediction", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
         cells = [s["columns"][c] for c in cols] + [
             f"{s['diverged']}/{s['seeds']}" + ("" if s.get("complete", True) else f" (of {s['seeds_planned']} planned)"),
-            _fmt_acc(s), "—" if not s["seeds"] else f"{s['wall_time_mean_s']:.0f}", s["paper"],
+            _fmt_acc(s), _fmt_seeds(s), "—" if not s["seeds"] else f"{s['wall_time_mean_s']:.0f}", s["paper"],
             _fmt_prediction(s["stability_prediction"]),
             f"**{s['verdict']}**" + ("" if s.get("complete", True) or not s["seeds"] else " (partial)")]
         lines.append("| " + " | ".join(cells) + " |")
