@@ -70,7 +70,8 @@ def paired_claim(a, b, label: str = "") -> dict:
 
 
 #: The at-init column's reading of the fan-in counterfactual: growth / plain-ResNet growth ≥ 100 is an
-#: explosion, ≤ 1/100 a vanishing gradient (two orders of magnitude either way; fixed before the results).
+#: explosion, ≤ 1/100 a vanishing gradient (two orders of magnitude either way; chosen from the theory's
+#: values alone, before any measured row was looked at).
 PREDICTION_RATIO = 100.0
 
 
@@ -285,10 +286,13 @@ def _eps_max_figure(name, rows, out: Path) -> str:
         ax.axhline(DIVERGENCE_THRESHOLD, color="k", ls="--", lw=0.8)
         ax.set_title(row.label, fontsize=7)
         ax.set_xlabel("step", fontsize=7)
+        if not records:
+            ax.text(0.5, 0.25, "no stored run yet", transform=ax.transAxes, ha="center", fontsize=8)
     for ax in axes.flat[n:]:
         ax.axis("off")
     axes[0, 0].set_ylabel("max over layers σ_ε²")
     fig.suptitle(f"{name}: largest layer σ_ε² per step (red: diverged by the >1000 rule)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save(fig, out / f"{name}_eps_max.png")
 
 
