@@ -240,14 +240,14 @@ def _prediction_summary(summaries: list[dict]) -> tuple[dict, str]:
     summary = {"explodes_at_init": rows(lambda i, s: preds[i]["explodes_at_init"]), "growth_at_init": growth,
                "fan_in_explodes": explode, "fan_in_vanishes": vanish, "measured_diverges": measured,
                "paper_diverges": paper}
-    fmt = lambda r: ", ".join(map(str, r)) or "none"  # noqa: E731
+    fmt = lambda r: f"row{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}" if r else "no row"  # noqa: E731
     text = (f"At-init prediction (`warptheory.stability.resnet_gradient_growth`, issue 13; {preds[0]['model']}): "
             f"with the protocol's zero ε-weights every row starts as the plain ResNet (gradient growth "
             f"×{', ×'.join(f'{g:.3g}' for g in growth)} through the residual blocks), so no row is predicted to "
             f"explode at initialisation and any divergence develops in training. The fan-in counterfactual "
             f"(growth ÷ plain ≥ {PREDICTION_RATIO:g}: explodes, ≤ 1/{PREDICTION_RATIO:g}: vanishes) explodes "
-            f"in rows {fmt(explode)} and vanishes in rows {fmt(vanish)}. Diverged here (majority of seeds): rows "
-            f"{fmt(measured)}; in the paper: rows {fmt(paper)}.")
+            f"in {fmt(explode)} and vanishes in {fmt(vanish)}. Diverged here (majority of seeds): "
+            f"{fmt(measured)}; in the paper: {fmt(paper)}.")
     return summary, text
 
 
