@@ -3,9 +3,11 @@
 Every run (one configuration, one seed) is a :class:`Task`. Its result is written to
 ``OUT/runs/<key>/seed-<s>.json`` atomically (a temporary file, then :func:`os.replace`) by
 the process that collects the results, so an interrupted experiment leaves only whole
-files, and a rerun with the same OUT skips every task whose file exists. The key is a hash
-of the task's configuration: two experiments that need the same run (the skip ablation and
-Table 1 share a row) share its file.
+files, and a rerun with the same OUT skips every task whose file exists. The key is the
+task's name (the row label) followed by a hash of its configuration: two experiments share a
+run only where both the label and the configuration agree (the landscapes reuse Table 1's
+best row, Figure 2's deformable network a Table 2 row). The skip ablation labels its warped
+row differently, so it trains that configuration again under its own key.
 
 Tasks run in this process (``executor=None``), on any :class:`concurrent.futures.Executor`,
 on a Dask cluster (a :class:`distributed.Client`, or its scheduler address as a string),
