@@ -334,11 +334,13 @@ def test_build_resnet_blocks_initialisation():
     warps = [m for m in net.modules() if isinstance(m, SelfWarp)]
     assert len(warps) == 4 and all(w.padding == "periodic" for w in warps)
     norm, conv = warps[0].eps_branch
-    assert float(norm.weight[0].detach()) == 0.1 and conv.padding_mode == "circular" and float(conv.bias.detach().abs().sum()) == 0.0
+    assert float(norm.weight[0].detach()) == 0.1 and conv.padding_mode == "circular"
+    assert float(conv.bias.detach().abs().sum()) == 0.0
     assert float(conv.weight.detach().std()) == pytest.approx(1.0 / math.sqrt(8 * 9), rel=0.2)
     zero = build_resnet_blocks(gamma=1.0, pre_eps_norm=False, detach=False, eps_init="zero", eps_grad_scale=1.0,
                                kernel="tri", stages=((4, 1),), generator=torch.Generator().manual_seed(0))
-    assert all(float(m.eps_branch[-1].weight.detach().abs().sum()) == 0.0 for m in zero.modules() if isinstance(m, SelfWarp))
+    assert all(float(m.eps_branch[-1].weight.detach().abs().sum()) == 0.0
+               for m in zero.modules() if isinstance(m, SelfWarp))
 
 
 # ----------------------------------------------------------------------------- bad input

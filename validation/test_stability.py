@@ -48,7 +48,8 @@ from warptheory.stats import FAMILY_BUDGET, required_se, z_threshold  # noqa: F4
 
 FAMILY = "stability"
 ALPHA = FAMILY_BUDGET[FAMILY]
-MAX_CHECKS = 400  # 24 cases × ≤ 7 records + power 3 + depth 8 × 14 + ResNet 9 × 6 + (e) 15 (--thorough) + verdicts 7 = 359
+# 24 cases × ≤ 7 records + power 3 + depth 8 × 14 + ResNet 9 × 6 + (e) 15 (--thorough) + verdicts 7 = 359
+MAX_CHECKS = 400
 REPLICATES = 64
 
 KERNELS = ("tri", "cos", "hann", _iid_grid.SMOOTHSTEP)

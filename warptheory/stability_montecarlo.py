@@ -39,7 +39,8 @@ from .montecarlo import _kernel_from_spec, _kernel_spec, _map, draw
 from .stability import SelfWarpGain, StackGain, check_arguments
 from .stats import batch_means
 
-__all__ = ["selfwarp_gain_mc", "stack_gain_mc", "resnet_gradient_growth_mc", "build_resnet_blocks", "default_size", "default_batch", "KURTOSIS_DISTRIBUTIONS",
+__all__ = ["selfwarp_gain_mc", "stack_gain_mc", "resnet_gradient_growth_mc", "build_resnet_blocks",
+           "default_size", "default_batch", "KURTOSIS_DISTRIBUTIONS",
            "SampledBlock", "draw_weights", "eps_conv", "eps_conv_transpose"]
 
 #: kurtosis → x distribution the Monte-Carlo draws from
@@ -77,12 +78,19 @@ def _one_engine_thread():
     except ImportError:  # pragma: no cover - numba is a dependency
         yield
         return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    with _one_thread(numba.get_num_threads, numba.set_num_threads):
+        yield
+
+
+@contextlib.contextmanager
+def _one_thread(get_threads, set_threads):
+    """Thread count set to 1 inside the block, restored after."""
+    before = get_threads()
+    set_threads(1)
     try:
         yield
     finally:
-        numba.set_num_threads(before)
+        set_threads(before)
 
 
 def _x_distribution(kurtosis: float) -> str:
@@ -389,35 +397,22 @@ def stack_gain_mc(kernel, sigma_eps, *, depths, d=2, channels, k=3, detach=False
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     reps = np.stack(_map(executor, _stack_replicate, [(_kernel_spec(kern), args, s, batches) for s in seeds],
                          False, ""))
+    return _depth_record(reps, depths, {"kernel": kern.name, "sigma_eps": s_eps, "d": d, "channels": n, "k": k,
+                                        "detach": detach, "pre_eps_norm": pre_eps_norm, "kurtosis": kurt})
+
+
+def _depth_record(reps, depths, params) -> StackGain:
+    """A montecarlo :class:`StackGain` from replicate rows (grad per depth, forward per depth, ε² per block)."""
     m = len(depths)
     gm, gse = batch_means(reps[:, :m])
     fm, fse = batch_means(reps[:, m:2 * m])
     em, _ = batch_means(reps[:, 2 * m:])
     return StackGain(depths=depths, grad=np.atleast_1d(gm), forward=np.atleast_1d(fm),
-                     sigma_eps=np.sqrt(np.atleast_1d(em)),
-                     params={"kernel": kern.name, "sigma_eps": s_eps, "d": d, "channels": n, "k": k,
-                             "detach": detach, "pre_eps_norm": pre_eps_norm, "kurtosis": kurt},
-                     form="montecarlo", se={"grad": np.atleast_1d(gse), "forward": np.atleast_1d(fse)},
-                     replicates=replicates)
+                     sigma_eps=np.sqrt(np.atleast_1d(em)), params=params, form="montecarlo",
+                     se={"grad": np.atleast_1d(gse), "forward": np.atleast_1d(fse)}, replicates=len(reps))
 
 
 # ----------------------------------------------------------------------------- ResNet-style stacks (warptheory.nn)
-def _torch_one_thread():
-    """torch's intra-op threads set to 1 for the duration (replicates carry the parallelism)."""
-    import torch
-
-    @contextlib.contextmanager
-    def ctx():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return ctx()
-
-
 def build_resnet_blocks(*, gamma, pre_eps_norm, detach, eps_init, eps_grad_scale, kernel, stages, generator,
                         skip_warps="all"):
     """The residual blocks of a SelfWarp CIFAR ResNet (:class:`warptheory.nn.resnet.BasicBlock`), initialised.
@@ -472,7 +467,7 @@ def _resnet_replicate(config, seed):
     (gamma, pre_eps_norm, detach, eps_init, eps_grad_scale, kernel, stages, skip_warps, depths, size,
      batch) = config
     gen = torch.Generator().manual_seed(int(seed.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-    with _one_engine_thread(), _torch_one_thread():
+    with _one_engine_thread():
         net = build_resnet_blocks(gamma=gamma, pre_eps_norm=pre_eps_norm, detach=detach, eps_init=eps_init,
                                   eps_grad_scale=eps_grad_scale, kernel=kernel, stages=stages, generator=gen,
                                   skip_warps=skip_warps)
@@ -548,15 +543,14 @@ def resnet_gradient_growth_mc(*, gamma=1.0, pre_eps_norm=False, detach=False, ep
     config = (float(gamma), bool(pre_eps_norm), bool(detach), eps_init, float(eps_grad_scale), kern, stages,
               skip_warps, depths, int(size), int(batch))
     seeds = np.random.SeedSequence(seed).spawn(replicates)
-    reps = np.stack(_map(executor, _resnet_replicate, [(config, s) for s in seeds], False, ""))
-    m = len(depths)
-    gm, gse = batch_means(reps[:, :m])
-    fm, fse = batch_means(reps[:, m:2 * m])
-    em, _ = batch_means(reps[:, 2 * m:])
-    return StackGain(depths=depths, grad=np.atleast_1d(gm), forward=np.atleast_1d(fm),
-                     sigma_eps=np.sqrt(np.atleast_1d(em)),
-                     params={"gamma": float(gamma), "pre_eps_norm": bool(pre_eps_norm), "detach": bool(detach),
-                             "eps_init": eps_init, "eps_grad_scale": float(eps_grad_scale), "kernel": kern.name,
-                             "stages": stages, "skip_warps": skip_warps, "size": int(size), "batch": int(batch)},
-                     form="montecarlo", se={"grad": np.atleast_1d(gse), "forward": np.atleast_1d(fse)},
-                     replicates=replicates)
+    import torch
+
+    # torch's intra-op thread count is process-wide: set here, not in the (possibly threaded) replicates;
+    # parallelism belongs to the replicates (``executor``)
+    with _one_thread(torch.get_num_threads, torch.set_num_threads):
+        reps = np.stack(_map(executor, _resnet_replicate, [(config, s) for s in seeds], False, ""))
+    return _depth_record(reps, depths, {"gamma": float(gamma), "pre_eps_norm": bool(pre_eps_norm),
+                                        "detach": bool(detach), "eps_init": eps_init,
+                                        "eps_grad_scale": float(eps_grad_scale), "kernel": kern.name,
+                                        "stages": stages, "skip_warps": skip_warps, "size": int(size),
+                                        "batch": int(batch)})
