@@ -104,7 +104,7 @@ def figure_stability_depth(outdir, replicates=16, seed=0):
         axes[0].errorbar(mc.depths, mc.grad, yerr=[mc.grad - lo, 2 * mc.se["grad"]], fmt="o", color=color, ms=4,
                          capsize=2)
     axes[0].set(xscale="log", yscale="log", xlabel="blocks L", ylabel="E‖∂L/∂x₀‖² / E‖∂L/∂x_L‖²",
-                title=f"plain stacks (tri, d=2, N={STACK_SHAPE['channels']}, 3×3): product (lines), MC ± 2 SE")
+                title=f"plain stacks (tri, d=2, N={STACK_SHAPE['channels']}, 3×3):\nproduct (lines), MC ± 2 SE (points)")
     axes[0].legend(fontsize=6)
     blocks = np.arange(1, 28)
     configs = [(False, 1.0, False, "zero", "ε-weights 0 (paper §5.2): every row")] + \
@@ -122,7 +122,7 @@ def figure_stability_depth(outdir, replicates=16, seed=0):
                          capsize=2)
     axes[1].set(yscale="log", xlabel="residual blocks B (2 SelfWarps each)",
                 ylabel="E(∂L/∂x₀)² / E(∂L/∂x_B)² per element",
-                title="SelfWarp ResNet-56 (warptheory.nn) at init, fan-in ε-weights: mean field (lines), MC ± 2 SE")
+                title="nn SelfWarp ResNet-56, fan-in ε-weights:\nmean field (lines), MC ± 2 SE (points)")
     axes[1].legend(fontsize=6)
     fig.tight_layout()
     path = outdir / "fig_stability_depth.png"
