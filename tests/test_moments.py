@@ -38,10 +38,16 @@ def test_gamma_by_monte_carlo_route():
     assert moments.gamma("cos", 0.6) < phi_ab("cos", 0.6, 2, 1)
 
 
-def test_gamma_periodic_folding():
-    # period 2 folds all offsets onto two sites; with the weights summing to Φ_{1,1}=1 for tri
-    g = moments.gamma("tri", 3.0, period=2)
-    assert 0.5 - 1e-9 <= g <= 1.0
+@pytest.mark.parametrize("sigma", [0.3, 0.7, 3.0])
+def test_gamma_periodic_folding(sigma):
+    """Period 2 folds the offsets onto two sites; for tri the folded mean weight of the even site is the
+    expectation of a triangle wave, w₀ = ½ + (4/π²) Σ_{j odd} e^{−j²π²σ²/2}/j², and Γ = w₀² + (1 − w₀)².
+
+    Catches: folding by the wrong period, or not adding the weights of one site before squaring
+    (Γ would be the unfolded 0.57 at σ = 0.3 instead of 0.77).
+    """
+    w0 = 0.5 + 4 / math.pi**2 * sum(math.exp(-(j**2) * math.pi**2 * sigma**2 / 2) / j**2 for j in range(1, 200, 2))
+    assert moments.gamma("tri", sigma, period=2) == pytest.approx(w0**2 + (1 - w0) ** 2, abs=1e-12)
 
 
 def test_backward_eps_mean_zero_and_sqrt_tri_infinite():
@@ -52,8 +58,20 @@ def test_backward_eps_mean_zero_and_sqrt_tri_infinite():
 
 
 def test_backward_eps_cross_term_scales_with_n_squared():
-    f = lambda n: moments.backward_eps("hann", 0.4, mu_x=1.0, sigma_x=0.0, mu_dy=1.0, sigma_dy=0.0,  # noqa: E731
+    """With σ_x = σ_∂y = 0 the second moment is N μ_x² · N μ_∂y² Φ'₁₂: quadratic in N.
+
+    cos is not mean-preserving, so Σ_n φ'(ε − n) ≠ 0 and Φ'₁₂ > 0 (hann's is 0: both sides would be
+    rounding).  Catches: the N of the N(N−1) channel cross terms dropped (f(4) = 4 f(1)).
+    """
+    f = lambda n: moments.backward_eps("cos", 0.4, mu_x=1.0, sigma_x=0.0, mu_dy=1.0, sigma_dy=0.0,  # noqa: E731
                                        channels=n, d=1).second_moment
+    # independent route for Φ'₁₂: plain sampling of (Σ_n φ'(ε − n))²
+    from warptheory import get_kernel
+    eps = 0.4 * np.random.default_rng(7).standard_normal(400_000)
+    k = get_kernel("cos")
+    sampled = np.mean(sum(k.derivative(eps - n) for n in range(-5, 6)) ** 2)
+    assert f(1) == pytest.approx(sampled, rel=1e-2)  # MC relative SE ≈ 2e-3
+    assert f(1) > 0.1
     assert f(4) == pytest.approx(16 * f(1), rel=1e-13)
 
 

@@ -9,36 +9,58 @@ Contract for test modules
 -------------------------
 A session-scoped fixture ``report`` (a :class:`warptheory.stats.ValidationReport`):
 
-* ``report.register_family(name, alpha=..., max_checks=...)`` once per family (idempotent),
+* ``report.register_family(name, alpha=..., max_checks=...)`` once per family (idempotent);
+  ``alpha`` at most the family's share in :data:`warptheory.stats.FAMILY_BUDGET` (table below),
+* ``seed = report.case_seed(case, "purpose", ...)``: the root of the run's
+  :class:`numpy.random.SeedSequence`, a SHA-256 hash of every parameter of the case; the session
+  refuses a seed already given to a different case,
 * ``chk = report.check(equation, quantity, form, params, theory, estimate, se, *, family,
-  dof=None, scale=None)`` computes z, the verdict against the family threshold, the
-  power against a 1 % error of ``scale`` (default ``|theory|``) and records the check,
-* then ``assert chk.verdict == "agrees", chk``; a paper form expected to disagree is a
-  ``pytest.param(..., marks=pytest.mark.xfail(strict=True, reason=...))``.
+  dof=None, scale=None, note="", claim="", expected="", seed=...)`` computes z, the verdict
+  against the family threshold, the power against a 1 % error of ``scale`` (default
+  ``|theory|``), the resolution, and records the check.  ``form`` is ``"exact"``, ``"paper"``
+  or ``"paper=exact"`` (one record where the printed formula is the exact one),
+* then assert the verdict: ``assert chk.verdict == "agrees", chk``.  A paper form known to be
+  wrong passes only if its record exists and says so: ``expected="disagrees"`` and
+  ``assert chk.verdict == "disagrees", chk``.  No ``xfail`` in this suite: a paper form that
+  raises, a missing record or a ``max_checks`` overflow fails the test
+  (``tests/test_validation_contract.py``),
+* deterministic limits (grid refinement, no probability): ``report.limit(equation, quantity,
+  form, params, theory, warptheory.stats.extrapolate(ns, values))`` records the extrapolated
+  limit, its error bound and the observed order; verdict ``|limit − theory| ≤ bound``; no family.
 
 Pass ``dof = replicates - 1`` when the SE comes from :func:`warptheory.stats.batch_means`:
 the threshold is then a Student-t quantile, which keeps the budget honest with few replicates.
 
+Adding a family (e.g. ``stability``, issue 13)
+----------------------------------------------
+1. Its share is already in the budget table (``FAMILY_BUDGET["stability"] = 1e-4``); declare
+   ``report.register_family("stability", alpha=FAMILY_BUDGET["stability"], max_checks=M)`` with
+   ``M`` at least the number of records it will make, power checks included.
+2. Power check: record the same estimate against its theory ×1.01 (quantity
+   ``"<name>[theory·1.01]"``, ``expected="disagrees"``) and assert it disagrees; assert
+   ``chk.power_1pct >= 0.99`` on every record that asserts agreement, or state the record's
+   resolution (``chk.resolution``) in the README where 1 % is out of reach.
+3. Claim: ``report.register_claim("§3.1", title="...", note="paper_notes/...md",
+   figure="figures/....png")`` and pass ``claim="§3.1"`` to ``report.check``: the one-screen
+   summary and ``report.md`` then show the claim as one line / one section (records without a
+   ``claim`` are filed under their equation).  Exact-form records join the suite-level
+   goodness-of-fit automatically (pass ``seed=`` so records sharing samples are grouped).
+
 False-alarm budget (suite-wide ≤ 1e-3, :data:`warptheory.stats.FAMILY_BUDGET`)
 ---------------------------------------------------------------------------------
-=================  ======  ===============================================
+=================  ======  =========================================================
 family             share   checks
-=================  ======  ===============================================
-``iid``            3e-4    eqs 5, 7, 8: grid and hypothesis draws (issue 4)
-``selfwarp``       5e-5    eq 9 (issue 4)
-``power``          5e-5    null halves of the power/calibration checks
-``fields``         5e-4    spectra, eqs 13, 45, 48 (issue 5)
-``orthogonality``  1e-4    eqs 14, 49 (issue 5)
-=================  ======  ===============================================
-
+=================  ======  ==================================================
 Within a family of at most ``m`` checks and share α, each check uses the two-sided
 Bonferroni threshold ``z_threshold(α, m, dof)``; by the union bound the probability of any
 false "disagrees" in the suite is at most the sum of the shares, 1e-3.  Checks that are
-expected to disagree (xfail paper forms, perturbed theories of the power test) are
-counted in their family's ``m`` too, which only makes the threshold stricter.
+expected to disagree (paper forms, perturbed theories of the power checks) are counted in
+their family's ``m`` too, which only makes the threshold stricter.  Deterministic limits
+(eqs 14, 49) carry an error bound instead and take no share.
 
-At the end of the session the table (equation, quantity, form, parameters, theory,
-estimate ± SE, z, verdict) is printed and the report files are written.
+At the end of the session one screen (≤ 60 lines) summarises the verdicts claim by claim
+(:func:`warptheory.report.screen`), and ``report.md`` (errata-style, one section per claim,
+then every check) and ``report.json`` (every record) are written.
 """
 from __future__ import annotations
 
@@ -49,6 +71,33 @@ import pytest
 from warptheory.stats import ValidationReport
 
 THOROUGH_FACTOR = 100
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+#: The paper's claims the report is organised by: key, what the paper says, note, figure.
+CLAIMS = [
+    ("5", "forward moments μ_y = μ_xΦ₁₁ᵈ, μ_y² + σ_y² = μ_x²Φ₁₂ᵈ + σ_x²Φ₂₁ᵈ",
+     "paper_notes/s03_statistics.md", "figures/fig_moments_tri_d1.png"),
+    ("7", "∇ₓL moments μ_∂x = μ_∂yΦ₁₁ᵈ, μ_∂x² + σ_∂x² = μ_∂y²Φ₁₂ᵈ + σ_∂y²Φ₂₁ᵈ",
+     "paper_notes/s03_statistics.md", "figures/fig_moments_tri_d1.png"),
+    ("8", "∇_εL moments (N² cross term); sqrt_tri has infinite variance",
+     "paper_notes/s03_statistics.md", "figures/fig_moments_tri_d1.png"),
+    ("9", "SelfWarp update σ²_∂w = dNk²σ_x⁴σ_∂y²Φ'₂₁Φ₂₁ᵈ⁻¹, quadratic in σ_x²; normalisation removes one σ_x²",
+     "paper_notes/s03_statistics.md", "figures/fig_eq9_slope.png"),
+    ("13", "spectrum of a warped field: α-sum over the cell (eq 13); eq 41's Taylor sum; eq 46 discretised",
+     "paper_notes/s10_12_random_fields.md", "figures/fig_psd.png"),
+    ("14", "KKᵀ = δ(τ − t)/|J_f(t)|: warping is orthogonal up to the Jacobian",
+     "paper_notes/s04_continuous.md", "figures/fig_kkt_convergence.png"),
+    ("45", "without discretisation the warp preserves the variance, σ_y² = σ_x²",
+     "paper_notes/s10_12_random_fields.md", "figures/fig_psd.png"),
+    ("48", "σ_y² = σ_x²Φ₂₁ᵈ for white lattice x (derived from eq 47)",
+     "paper_notes/s10_12_random_fields.md", "figures/fig_psd.png"),
+    ("49", "unwarp(warp(x)) undoes the warp: KᵀK = δ/|J∘f⁻¹|",
+     "paper_notes/s04_continuous.md", "figures/fig_warp_unwarp_2d.png"),
+    ("calibration", "the suite's statistics mean what they say: coverage, rejection rates, z law, power",
+     "paper_notes/s03_statistics.md", "figures/fig_calibration.png"),
+    ("suite", "every exact-form z of this run follows its reference law (t or normal)",
+     "paper_notes/s03_statistics.md", "figures/fig_zscores.png"),
+]
 
 
 def pytest_addoption(parser):
@@ -60,7 +109,17 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config._warptheory_report = ValidationReport()
+    config.addinivalue_line("markers", "suite_level: reads every other record of the session; runs last")
+    rep = ValidationReport()
+    for key, title, note, figure in CLAIMS:
+        rep.register_claim(key, title=title, note=note, figure=figure)
+    config._warptheory_report = rep
+
+
+def pytest_collection_modifyitems(session, config, items):
+    last = [item for item in items if item.get_closest_marker("suite_level")]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker("suite_level")] + last
 
 
 @pytest.fixture(scope="session")
@@ -80,15 +139,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if rep is None or not rep.records:
         return
     terminalreporter.section("warptheory validation report")
-    terminalreporter.write_line(rep.table())
-    terminalreporter.write_line("")
-    terminalreporter.section("by equation", sep="-")
-    terminalreporter.write_line(rep.by_equation())
-    terminalreporter.write_line("")
-    terminalreporter.write_line(rep.summary())
-    paths = getattr(config, "_warptheory_report_paths", None)
-    if paths:
-        terminalreporter.write_line("written: " + ", ".join(str(p) for p in paths))
+    terminalreporter.write_line(rep.screen(getattr(config, "_warptheory_report_paths", ())))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -98,4 +149,4 @@ def pytest_sessionfinish(session, exitstatus):
     out = pathlib.Path(session.config.getoption("--report-dir"))
     if not out.is_absolute():
         out = pathlib.Path(session.config.invocation_params.dir) / out
-    session.config._warptheory_report_paths = rep.write(out)
+    session.config._warptheory_report_paths = rep.write(out, repo_root=REPO_ROOT)

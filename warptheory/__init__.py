@@ -9,11 +9,15 @@ The public face; the work lives in one module per paper topic:
 * :mod:`warptheory.montecarlo`, :mod:`warptheory.stats` — sampling and statistics
 * :mod:`warptheory.fields`, :mod:`warptheory.psd` — random fields and spectra (eqs 13, 45–48)
 * :mod:`warptheory.orthogonality` — warping as an orthogonal transform (eqs 11–14, 49)
+* :mod:`warptheory.stability`, :mod:`warptheory.stability_montecarlo` — SelfWarp gains at initialisation (§3.1, §5)
 """
 from . import fields, moments, montecarlo, orthogonality, psd, stats, symbolic
 from .kernels import BUILTIN_KERNELS, Kernel, KernelConstraintError, get_kernel, kernel_from_sympy, on_support
 from .orthogonality import gram_limit
+from . import stability, stability_montecarlo
 from .phifunctions import PhiValues, phi, phi_ab, phi_quadrature, phi_table
+from .stability import SelfWarpGain, selfwarp_gain
+from .stability_montecarlo import selfwarp_gain_mc
 from .warping import (
     PADDINGS, WarpPlan, sample, sample_backward, sample_plan, unwarp, unwarp_backward, warp, warp_backward,
     warp_matrix, warp_plan,
@@ -27,4 +31,5 @@ __all__ = [
     "orthogonality", "phi", "phi_ab", "phi_quadrature", "phi_table", "psd", "stats", "symbolic",
     "unwarp", "unwarp_backward", "warp", "warp_backward", "warp_matrix",
     "WarpPlan", "warp_plan", "sample_plan", "sample", "sample_backward",
+    "stability", "stability_montecarlo", "SelfWarpGain", "selfwarp_gain", "selfwarp_gain_mc",
 ]

@@ -1,4 +1,4 @@
-"""The ``warptheory`` command line: ``phi``, ``kernels``, ``figures``, ``validate``.
+"""The ``warptheory`` command line: ``phi``, ``kernels``, ``stability``, ``figures``, ``validate``.
 
 Bad input ends with exit status 2 and one line on stderr naming the argument.
 """
@@ -71,6 +71,34 @@ def cmd_kernels(args) -> int:
     return 0
 
 
+def cmd_stability(args) -> int:
+    from .stability import selfwarp_gain
+
+    kernel = _kernel_arg(args.kernel)
+    try:
+        sigma = float(args.sigma_eps)
+    except ValueError:
+        raise ValueError(f"sigma_eps: expected a number, got {args.sigma_eps!r}") from None
+    gains = {form: selfwarp_gain(kernel, sigma, d=args.d, channels=args.channels, k=args.k, detach=args.detach,
+                                 pre_eps_norm=args.pre_eps_norm, form=form) for form in ("exact", "paper")}
+    print(f"# SelfWarp block at initialisation (§3.1): kernel {kernel.name}, σ_ε = {_fmt(sigma)}, d = {args.d}, "
+          f"N = {args.channels}, k = {args.k}, detach = {args.detach}, pre-ε norm = {args.pre_eps_norm}")
+    print(f"{'gain':<16}  {'exact':>22}  {'paper (eqs 5,7,8)':>22}")
+    for field in ("forward", "backward", "backward_direct", "backward_cross", "backward_eps", "ratio"):
+        print(f"{field:<16}  " + "  ".join(f"{_fmt(getattr(gains[f], field)):>22}" for f in ("exact", "paper")))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _script(path: Path, what: str) -> Path:
     if not path.exists():
         raise ValueError(f"{what}: {path} not found; run from a source checkout of warptheory")
@@ -98,6 +126,16 @@ def cmd_validate(args) -> int:
     return run_validation(report_dir=str(args.report_dir), thorough=args.thorough, extra_args=("-q",))
 
 
+def cmd_experiment(args) -> int:
+    from .experiments.experiment import run_experiment
+
+    results = run_experiment(args.name, quick=args.quick, seeds=args.seeds, data=args.data, out=args.out,
+                             executor=args.executor, progress=not args.no_progress)
+    print(f"{args.out / 'report.md'}: {results['experiment']} ({results['budget']} budget, "
+          f"{results['seeds']} seed(s)/row) in {results['elapsed_s']:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="warptheory",
@@ -118,6 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the built-in interpolation kernels (supplementary §8–9).")
     p.set_defaults(func=cmd_kernels)
 
+    p = sub.add_parser("stability", help="forward and backward gains of a SelfWarp block (§3.1)",
+                       description="Print the forward gain σ_y²/σ_x², the backward gain σ_∂x²/σ_∂y² and its "
+                                   "parts "
+                                   "(direct K^T path, cross term, ε path) of one SelfWarp block at "
+                                   "initialisation, exact and as eqs 5, 7, 8 read with ε independent of x "
+                                   "(paper_notes/s03_1_stability.md).")
+    p.add_argument("kernel", metavar="KERNEL", help="built-in name or expr:<sympy expression in t>")
+    p.add_argument("sigma_eps", metavar="SIGMA_EPS", help="rms of each offset component, ≥ 0")
+    p.add_argument("--channels", type=_positive_int, required=True, metavar="N", help="channels read by the ε-conv")
+    p.add_argument("--k", type=_positive_int, default=3, help="odd side of the ε-convolution window (default 3)")
+    p.add_argument("--d", type=_positive_int, default=2, help="warped dimensions, 1 to 3 (default 2)")
+    p.add_argument("--detach", action="store_true", help="no gradient from ε into x")
+    p.add_argument("--pre-eps-norm", action="store_true", help="batch norm between x and the ε-convolution")
+    p.set_defaults(func=cmd_stability)
+
     p = sub.add_parser("figures", help="regenerate every figure into figures/",
                        description="Run figures/make_figures.py: every figure of the project.")
     p.add_argument("--outdir", type=Path, default=REPO_ROOT / "figures", help="output folder (default figures/)")
@@ -129,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path, default=Path("validation-report"))
     p.add_argument("--thorough", action="store_true", help="100× the Monte-Carlo samples")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("experiment", help="§5 training experiments: Tables 1–2, skip ablation, Figures 2–4",
+                       description="Train the paper's §5 rows on a proxy under one fixed protocol "
+                                   "(paper_notes/s05_results.md); write report.md, results.json and figures "
+                                   "into OUT. Resumable: finished seeds in OUT/runs are skipped.")
+    p.add_argument("name", metavar="NAME", choices=("table1", "table2", "skip", "bifurcation", "landscape"),
+                   help="table1, table2, skip, bifurcation or landscape")
+    p.add_argument("--quick", action="store_true", help="smoke-test budget (under 2 minutes)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per row (≥ 1; default 3, 2 with --quick)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="directory with the CIFAR-10 python batches (default: generated shapes10)")
+    p.add_argument("--out", type=Path, default=Path("experiment-out"), help="output folder")
+    p.add_argument("--executor", default=None, metavar="ADDRESS",
+                   help="serial (default), threads:N, processes:N, or a Dask scheduler address")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 

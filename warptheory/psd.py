@@ -61,6 +61,7 @@ from .kernels import get_kernel
 __all__ = [
     "continuous_spectrum",
     "eq13_modes",
+    "eq13_transfer",
     "alias_to_lattice",
     "pair_expectation",
     "discretised_spectrum",
@@ -179,20 +180,29 @@ def eq13_modes(S_modes, size, rho_fine, sigma_eps, oversample, *, taylor_zero_te
     -------
     ndarray, side ``oversample·L``: per-mode power at modes ``k`` (FFT order, modulo the fine grid).
     """
-    sigma = _check_sigma(sigma_eps)
     S = np.asarray(S_modes, dtype=np.float64)
+    out = np.zeros((size * int(oversample),) * S.ndim)
+    for idx, contribution in _eq13_mode_terms(S.shape, size, rho_fine, sigma_eps, oversample, taylor_zero_term,
+                                              skip=S == 0.0):
+        out += S[idx] * contribution
+    return out
+
+
+def _eq13_mode_terms(shape, size, rho_fine, sigma_eps, oversample, taylor_zero_term, skip=None):
+    """Yield (mode index, eq 13's per-mode term on the fine grid) for every mode of a (2K+1)^N spectrum."""
+    sigma = _check_sigma(sigma_eps)
     rho = np.asarray(rho_fine, dtype=np.float64)
+    ndim = len(shape)
     fine = size * int(oversample)
-    if rho.shape != (fine,) * S.ndim:
-        raise ValueError(f"rho_fine: expected shape {(fine,) * S.ndim}, got {rho.shape}")
-    kmax = (S.shape[0] - 1) // 2
+    if rho.shape != (fine,) * ndim:
+        raise ValueError(f"rho_fine: expected shape {(fine,) * ndim}, got {rho.shape}")
+    kmax = (shape[0] - 1) // 2
     if 2 * kmax + 1 > fine:
         raise ValueError("oversample: the fine grid must hold every mode of S_modes")
     c = 4 * math.pi**2 * sigma**2
-    out = np.zeros((fine,) * S.ndim)
     modes = np.arange(-kmax, kmax + 1)
-    for idx in np.ndindex(S.shape):
-        if S[idx] == 0.0:
+    for idx in np.ndindex(*shape):
+        if skip is not None and skip[idx]:
             continue
         m = modes[list(idx)]
         r = c * float(np.sum((m / size) ** 2))
@@ -200,7 +210,33 @@ def eq13_modes(S_modes, size, rho_fine, sigma_eps, oversample, *, taylor_zero_te
         if not taylor_zero_term:
             g = g - math.exp(-r)
         cell = np.fft.fftn(g).real / g.size  # coefficient of e^{2πiα·s}; g is even, so real
-        out += S[idx] * np.roll(cell, tuple(int(v) for v in m), axis=tuple(range(S.ndim)))
+        yield idx, np.roll(cell, tuple(int(v) for v in m), axis=tuple(range(ndim)))
+
+
+def eq13_transfer(shape, size, rho_fine, sigma_eps, oversample, *, taylor_zero_term=True):
+    r"""Eq 13 per input mode, on the lattice: ``H`` with ``alias_to_lattice(eq13_modes(S)) = tensordot(S, H)``.
+
+    ``H[m]`` is the lattice spectrum a unit-power mode m of x contributes to y (its own power
+    spread over the frequencies by the warp).  Given one realisation of x with mode powers
+    :math:`|a_m|^2`, :math:`\sum_m |a_m|^2 H[m]` is the conditional expectation of y's
+    periodogram over the offsets (the cross terms m ≠ m' average out because ε is stationary),
+    so it is an exact control variate for the Monte-Carlo periodogram (``validation/test_eq13_psd.py``).
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(2K+1,)`` or ``(2K+1, 2K+1)``: the mode grid of x.
+    size, rho_fine, sigma_eps, oversample, taylor_zero_term
+        As :func:`eq13_modes`.
+
+    Returns
+    -------
+    ndarray, shape ``shape + (size,)*N``.
+    """
+    shape = tuple(int(v) for v in shape)
+    out = np.zeros(shape + (size,) * len(shape))
+    for idx, contribution in _eq13_mode_terms(shape, size, rho_fine, sigma_eps, oversample, taylor_zero_term):
+        out[idx] = alias_to_lattice(contribution, size)
     return out
 
 

@@ -4,6 +4,9 @@ Every comparison of a theory with a Monte-Carlo estimate becomes one :class:`Che
 the estimate, its standard error (from independent replicates, :func:`batch_means`),
 the standardised difference :math:`z = (\hat m - m)/\mathrm{SE}` and a verdict against a
 threshold that follows from a stated false-alarm budget (:func:`z_threshold`).
+A limit found by grid refinement (deterministic, no probability involved) is a
+:class:`Check` of kind ``"deterministic"`` instead: extrapolated limit, observed order and
+error bound (:func:`extrapolate`), verdict ``|limit − theory| ≤ bound``, no z and no α.
 See ``paper_notes/s03_statistics.md`` ("How the suite decides").
 
 False-alarm budget
@@ -22,7 +25,14 @@ A relative error δ of a moment with scale ``s`` shifts the expected z by
 :math:`\delta s/\mathrm{SE}`.  The check detects it with probability (noncentral t)
 :func:`power`; the suite sizes its samples so that
 :math:`0.01\,s/\mathrm{SE} \ge z_{thr} + z_{0.99}` (:func:`required_se`), which gives
-≥ 99 % power against a 1 % error.
+≥ 99 % power against a 1 % error.  Every record carries its ``resolution``: the relative
+error it detects with 99 % power (:func:`resolution`).
+
+Seeds
+-----
+:func:`case_seed` hashes the whole case (every parameter, and what the run is for) with
+SHA-256 into a 128-bit root for :class:`numpy.random.SeedSequence`, so distinct cases never
+replay the same numbers; :class:`SeedBook` refuses two distinct cases with one seed.
 
 >>> round(z_threshold(0.05, 1), 6)   # one two-sided check at 5 %
 1.959964
@@ -31,9 +41,14 @@ True
 >>> m, se = batch_means([1.0, 2.0, 3.0, 4.0])
 >>> m, round(se, 12)
 (2.5, 0.645497224368)
+>>> case_seed({"kernel": "tri", "sigma_eps": 0.5}) == case_seed({"sigma_eps": 0.5, "kernel": "tri"})
+True
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -49,69 +64,108 @@ def _st():
 
 __all__ = [
     "Check",
+    "Limit",
     "SUITE_FALSE_ALARM_BUDGET",
     "FAMILY_BUDGET",
     "TARGET_POWER",
     "DETECTABLE_RELATIVE_ERROR",
+    "FORMS",
+    "reference_law",
     "z_threshold",
     "batch_means",
+    "standardised_difference",
     "make_check",
     "power",
     "required_se",
+    "resolution",
+    "extrapolate",
+    "make_limit",
+    "case_seed",
+    "SeedBook",
     "ValidationReport",
 ]
 
 #: Probability that the whole default validation suite reports any false disagreement.
 SUITE_FALSE_ALARM_BUDGET = 1e-3
 
-#: Share of the suite budget per family of checks.  They sum to the suite budget.
-#: ``iid``: eqs 5, 7, 8 (grid and hypothesis draws); ``selfwarp``: eq 9;
-#: ``power``: the null half of the power/calibration checks; ``fields``: random-field
-#: spectra (eqs 13, 45, 48, issue 5); ``orthogonality``: eqs 14, 49 (issue 5).
+#: Share of the suite budget per family of statistical checks.  They sum to at most the
+#: suite budget.  ``iid``: eqs 5, 7, 8 (grid, hypothesis draws, the sqrt_tri tail index);
+#: ``selfwarp``: eq 9; ``calibration``: the null study of the machinery itself;
+#: ``fields``: random-field spectra (eqs 13, 45, 48); ``suite``: the one suite-level
+#: goodness-of-fit record of all exact-form z; ``stability``: §3.1 SelfWarp gains (issue 13).
+#: Deterministic limits (eqs 14, 49) are not statistical and take no share.
 FAMILY_BUDGET = {
     "iid": 3e-4,
     "selfwarp": 5e-5,
-    "power": 5e-5,
-    "fields": 5e-4,
-    "orthogonality": 1e-4,
+    "calibration": 5e-5,
+    "fields": 4.5e-4,
+    "suite": 5e-5,
+    "stability": 1e-4,
 }
-assert abs(sum(FAMILY_BUDGET.values()) - SUITE_FALSE_ALARM_BUDGET) < 1e-15
+assert sum(FAMILY_BUDGET.values()) <= SUITE_FALSE_ALARM_BUDGET * (1 + 1e-12)
 
 #: Power the default run must have against :data:`DETECTABLE_RELATIVE_ERROR`.
 TARGET_POWER = 0.99
 #: Relative error of a moment that the default run must detect.
 DETECTABLE_RELATIVE_ERROR = 0.01
 
+#: ``paper``: the formula as printed; ``exact``: our derivation where it differs;
+#: ``paper=exact``: one record for a claim whose printed form is the exact one.
+FORMS = ("paper", "exact", "paper=exact")
+
 
 @dataclass(frozen=True)
 class Check:
-    """One theory-versus-Monte-Carlo comparison.
+    """One theory-versus-Monte-Carlo comparison, or one deterministic limit.
 
     Attributes
     ----------
     equation : str
         Paper equation number, e.g. ``"7"``.
     quantity : str
-        What is compared, e.g. ``"second_moment"``.
+        What is compared, e.g. ``"second_moment"``; a power check (a theory perturbed on
+        purpose, which must be rejected) has ``[…·1.01]`` in it.
     form : str
-        ``"paper"`` (formula as printed) or ``"exact"`` (our derivation).
+        ``"paper"``, ``"exact"`` or ``"paper=exact"`` (:data:`FORMS`).
     params : dict
         JSON-able parameters, named as the :mod:`warptheory.moments` arguments.
-    theory, estimate, se, z : float
-        Prediction, Monte-Carlo estimate, its standard error, (estimate − theory)/se.
+    theory, estimate : float
+        Prediction and Monte-Carlo estimate (deterministic: extrapolated limit).
+    se, z : float or None
+        Standard error and (estimate − theory)/se; None for a deterministic limit.
     verdict : str
-        ``"agrees"`` if ``|z| <= threshold``, else ``"disagrees"``.
-    threshold : float
-        The |z| threshold of the check's family.
+        ``"agrees"`` if ``|z| <= threshold`` (deterministic: ``|estimate − theory| <= bound``),
+        else ``"disagrees"``.
+    threshold : float or None
+        The |z| threshold of the check's family; None for a deterministic limit.
     family : str
-        Budget family (:data:`FAMILY_BUDGET`).
+        Budget family (:data:`FAMILY_BUDGET`), or the label of a deterministic group.
     dof : int or None
         Degrees of freedom of the SE (replicates − 1); None: treated as normal.
-    power_1pct : float
+    power_1pct : float or None
         Probability that this check detects a 1 % relative error of ``scale``.
     scale : float
         Magnitude a relative error refers to (``|theory|`` unless given, e.g. the
         standard deviation for a mean whose theory is 0).
+    note : str
+    kind : str
+        ``"statistical"`` or ``"deterministic"``.
+    claim : str
+        The paper claim the record belongs to (defaults to the equation); the one-screen
+        summary and ``report.md`` are organised by claim.
+    expected : str
+        What the test asserts: ``"agrees"``, ``"disagrees"`` (a paper form that is known to
+        be wrong, or a power check), or ``""`` (recorded without an assertion).
+    resolution : float
+        Relative error of ``scale`` this record detects: with 99 % power for a statistical
+        record (:func:`resolution`), for certain for a deterministic one
+        ((bound + |estimate − theory|)/scale).
+    seed : str
+        Hex of the case seed of the Monte-Carlo run (records that share it share samples).
+    bound, order : float or None
+        Deterministic limits only: error bound of ``estimate`` and observed convergence order.
+    refinements : dict or None
+        Deterministic limits only: ``{"n": [...], "value": [...]}``, the refinement sequence.
     """
 
     equation: str
@@ -120,15 +174,29 @@ class Check:
     params: dict
     theory: float
     estimate: float
-    se: float
-    z: float
+    se: float | None
+    z: float | None
     verdict: str
-    threshold: float
+    threshold: float | None
     family: str = ""
     dof: int | None = None
-    power_1pct: float = float("nan")
+    power_1pct: float | None = float("nan")
     scale: float = float("nan")
     note: str = field(default="")
+    kind: str = "statistical"
+    claim: str = ""
+    expected: str = ""
+    resolution: float = float("nan")
+    seed: str = ""
+    bound: float | None = None
+    order: float | None = None
+    refinements: dict | None = None
+
+    @property
+    def is_power_check(self) -> bool:
+        """A check that must reject: a deliberately perturbed theory (``quantity`` carries
+        ``[…·factor]``) or a control (a record of the exact form expected to disagree)."""
+        return "·" in self.quantity or (self.expected == "disagrees" and self.form != "paper")
 
     def as_record(self) -> dict:
         """JSON-able dict (non-finite floats become strings "inf", "-inf", "nan")."""
@@ -137,6 +205,23 @@ class Check:
             if isinstance(value, float) and not math.isfinite(value):
                 rec[key] = repr(value)
         return rec
+
+
+def reference_law(dof: int | None = None):
+    """The law z follows under a true theory: Student t with ``dof`` degrees of freedom, or N(0, 1).
+
+    The one place that decides it: :func:`z_threshold`, :func:`power` and the calibration's
+    goodness-of-fit all read it.
+
+    >>> reference_law(None).name, reference_law(63).dist.name
+    ('norm', 't')
+    """
+    st = _st()
+    if dof is None:
+        return st.norm
+    if isinstance(dof, bool) or not isinstance(dof, (int, np.integer)) or dof < 1:
+        raise ValueError(f"dof: expected a positive integer or None, got {dof!r}")
+    return st.t(int(dof))
 
 
 def z_threshold(alpha: float, n_checks: int, dof: int | None = None) -> float:
@@ -150,7 +235,7 @@ def z_threshold(alpha: float, n_checks: int, dof: int | None = None) -> float:
         Maximal number of checks in the family, ≥ 1.
     dof : int, optional
         Degrees of freedom of the estimated SE; the Student-t quantile is used if
-        given (the normal one otherwise).
+        given (the normal one otherwise), :func:`reference_law`.
 
     >>> round(z_threshold(1e-3, 1000), 4)
     4.8916
@@ -161,12 +246,7 @@ def z_threshold(alpha: float, n_checks: int, dof: int | None = None) -> float:
         raise ValueError(f"alpha: expected a probability in (0, 1), got {alpha!r}")
     if isinstance(n_checks, bool) or not isinstance(n_checks, (int, np.integer)) or n_checks < 1:
         raise ValueError(f"n_checks: expected a positive integer, got {n_checks!r}")
-    tail = alpha / (2.0 * n_checks)
-    if dof is None:
-        return float(_st().norm.isf(tail))
-    if isinstance(dof, bool) or not isinstance(dof, (int, np.integer)) or dof < 1:
-        raise ValueError(f"dof: expected a positive integer or None, got {dof!r}")
-    return float(_st().t.isf(tail, dof))
+    return float(reference_law(dof).isf(alpha / (2.0 * n_checks)))
 
 
 def batch_means(replicate_values) -> tuple[float, float]:
@@ -198,6 +278,24 @@ def batch_means(replicate_values) -> tuple[float, float]:
     return mean, se
 
 
+def standardised_difference(theory, estimate, se):
+    r"""z = (estimate − theory)/se, elementwise; the core of :func:`make_check`.
+
+    A zero SE (an exactly deterministic quantity, e.g. ∇ε for ``rect``) gives z = 0 if the
+    estimate equals the theory and ±∞ otherwise; an infinite theory gives ∓∞.
+
+    >>> float(standardised_difference(1.0, 1.5, 0.25))
+    2.0
+    """
+    theory, estimate, se = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (theory, estimate, se)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (estimate - theory) / se
+    zero = se == 0.0
+    z = np.where(zero, np.where(estimate == theory, 0.0, np.copysign(np.inf, estimate - theory)), z)
+    z = np.where(~np.isfinite(theory) & ~zero, -np.copysign(np.inf, theory), z)
+    return z if z.ndim else float(z)
+
+
 def power(relative_error: float, scale: float, se: float, threshold: float, dof: int | None = None) -> float:
     r"""Probability that a check with this SE flags a true error ``relative_error * scale``.
 
@@ -211,12 +309,15 @@ def power(relative_error: float, scale: float, se: float, threshold: float, dof:
     if not (math.isfinite(se) and math.isfinite(scale)):
         return float("nan")
     nc = abs(relative_error * scale) / se
-    if dof is None:
+    if dof is None or reference_law(dof) is _st().norm:
         return float(_st().norm.sf(threshold - nc) + _st().norm.cdf(-threshold - nc))
     upper = float(_st().nct.sf(threshold, dof, nc))
     # the lower tail is astronomically small here; scipy's nct.cdf can return nan for it
     lower = float(_st().nct.cdf(-threshold, dof, nc))
     return upper + (lower if math.isfinite(lower) else 0.0)
+
+
+_Z_TARGET = 2.3263478740408408  # normal quantile of TARGET_POWER = 0.99
 
 
 def required_se(scale: float, threshold: float, relative_error: float = DETECTABLE_RELATIVE_ERROR,
@@ -231,32 +332,227 @@ def required_se(scale: float, threshold: float, relative_error: float = DETECTAB
     return abs(relative_error * scale) / (threshold + float(_st().norm.isf(1.0 - target_power)))
 
 
+def resolution(se: float, scale: float, threshold: float, dof: int | None = None) -> float:
+    r"""Relative error of ``scale`` detected with 99 % power: :math:`(z_{thr} + z_{0.99}\sqrt{1 + z_{thr}^2/2\nu})\,\mathrm{SE}/s`.
+
+    The square root is the standard normal approximation of the noncentral t (exact for ν = ∞;
+    within 0.2 % of the noncentral-t root for ν = 63 and thresholds 4.5–5.6).
+
+    >>> round(resolution(0.001, 1.0, 5.0), 6)   # normal: (5 + 2.326)·0.001
+    0.007326
+    """
+    if not (scale > 0 and math.isfinite(scale)) or not math.isfinite(se):
+        return float("nan")
+    widen = 1.0 if dof is None else math.sqrt(1.0 + threshold**2 / (2.0 * dof))
+    return (threshold + _Z_TARGET * widen) * se / scale
+
+
 def make_check(equation, quantity, form, params, theory, estimate, se, *, threshold, family="",
-               dof=None, scale=None, note="") -> Check:
-    """Build a :class:`Check`, computing z, the verdict and the power.
+               dof=None, scale=None, note="", claim="", expected="", seed="") -> Check:
+    """Build a statistical :class:`Check`, computing z, the verdict, the power and the resolution.
 
     A zero SE (a quantity that is exactly deterministic, e.g. ∇ε for ``rect``) agrees
     only if the estimate equals the theory exactly.
     """
-    if form not in ("paper", "exact"):
-        raise ValueError(f"form: expected 'paper' or 'exact', got {form!r}")
+    _check_form(form)
+    _check_expected(expected)
     theory, estimate, se = float(theory), float(estimate), float(se)
     if se < 0 or math.isnan(se):
         raise ValueError(f"se: expected a non-negative number, got {se!r}")
-    if se == 0.0:
-        z = 0.0 if estimate == theory else math.copysign(math.inf, estimate - theory)
-    elif not math.isfinite(theory):
-        z = -math.copysign(math.inf, theory)
-    else:
-        z = (estimate - theory) / se
+    z = float(standardised_difference(theory, estimate, se))
     verdict = "agrees" if abs(z) <= threshold else "disagrees"
     scale = abs(theory) if scale is None else abs(float(scale))
     return Check(
         equation=str(equation), quantity=str(quantity), form=form, params=dict(params),
-        theory=theory, estimate=estimate, se=se, z=float(z), verdict=verdict,
+        theory=theory, estimate=estimate, se=se, z=z, verdict=verdict,
         threshold=float(threshold), family=family, dof=dof,
         power_1pct=power(DETECTABLE_RELATIVE_ERROR, scale, se, threshold, dof), scale=scale, note=note,
+        kind="statistical", claim=str(claim or equation), expected=expected,
+        resolution=resolution(se, scale, threshold, dof), seed=str(seed),
     )
+
+
+def _check_form(form):
+    if form not in FORMS:
+        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+
+
+def _check_expected(expected):
+    if expected not in ("", "agrees", "disagrees"):
+        raise ValueError(f"expected: expected '', 'agrees' or 'disagrees', got {expected!r}")
+
+
+# --------------------------------------------------------------------------- deterministic limits
+@dataclass(frozen=True)
+class Limit:
+    """A limit found by refinement: the extrapolated value, its error bound and the observed order.
+
+    ``method`` is ``"richardson"`` (monotone convergence at an observed order, extrapolated),
+    ``"converged"`` (the last differences are at the rounding floor) or ``"spread"``
+    (no monotone convergence: the finest value, bounded by the spread of the last values).
+    """
+
+    ns: tuple
+    values: tuple
+    estimate: float
+    bound: float
+    order: float
+    method: str
+
+
+def extrapolate(ns, values, *, safety: float = 3.0, floor: float = 0.0) -> Limit:
+    r"""Richardson extrapolation of a refinement sequence with an error bound (≥ 3 refinements).
+
+    Model :math:`v(n) = L + C n^{-p}` on grids ``ns`` with a constant ratio r.  The observed
+    order is :math:`p = \log(|d_{-2}|/|d_{-1}|)/\log r` from the last two differences
+    :math:`d`; the limit :math:`L = v_N + d_{-1}/(r^p - 1)`; the bound is ``safety`` times that
+    correction (the grid-convergence-index rule with a factor 3 instead of 1.25), and, with ≥ 4
+    refinements, at least ``safety`` times the change of L from the previous triple.  Without
+    monotone convergence (differences changing sign or not shrinking) the estimate is the finest
+    value and the bound ``safety`` times its largest distance to the two coarser ones.
+    ``floor`` (rounding of the computed values) is added to every bound.
+
+    >>> lim = extrapolate([1, 2, 4, 8], [1 + 1/1, 1 + 1/2, 1 + 1/4, 1 + 1/8])   # 1 + 1/n
+    >>> round(lim.estimate, 12), round(lim.order, 12), round(lim.bound, 12)   # bound: 3 × the correction 1/8
+    (1.0, 1.0, 0.375)
+    """
+    ns = np.asarray(ns, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != ns.shape or v.size < 3:
+        raise ValueError("values: expected at least three refinements, one per grid in ns")
+    ratios = ns[1:] / ns[:-1]
+    if np.any(ratios <= 1) or np.ptp(ratios) > 1e-12 * ratios[0]:
+        raise ValueError(f"ns: expected grids refined by a constant ratio > 1, got {ns.tolist()}")
+    r = float(ratios[0])
+    d = np.diff(v)
+    meta = dict(ns=tuple(int(n) for n in ns), values=tuple(float(x) for x in v))
+    if np.all(np.abs(d[-2:]) <= floor):
+        return Limit(estimate=float(v[-1]), bound=safety * floor + floor, order=float("nan"), method="converged",
+                     **meta)
+
+    def triple(d1, d2, last):
+        if d1 == 0 or d2 == 0 or np.sign(d1) != np.sign(d2) or abs(d2) >= abs(d1):
+            return None
+        p = math.log(abs(d1) / abs(d2)) / math.log(r)
+        return p, last + d2 / (r**p - 1.0)
+
+    cur = triple(d[-2], d[-1], v[-1])
+    if cur is not None:
+        p, est = cur
+        bound = safety * abs(est - v[-1])
+        if v.size >= 4:
+            prev = triple(d[-3], d[-2], v[-2])
+            if prev is None:
+                bound = max(bound, safety * float(np.max(np.abs(v[-1] - v[-3:-1]))))
+            else:
+                bound = max(bound, safety * abs(est - prev[1]))
+        return Limit(estimate=float(est), bound=float(bound + floor), order=float(p), method="richardson", **meta)
+    spread = float(np.max(np.abs(v[-1] - v[-3:-1])))
+    with np.errstate(divide="ignore"):
+        e = np.abs(d[-2:])
+        p = float(math.log(e[0] / e[1]) / math.log(r)) if np.all(e > 0) else float("nan")
+    return Limit(estimate=float(v[-1]), bound=float(safety * spread + floor), order=p, method="spread", **meta)
+
+
+def make_limit(equation, quantity, form, params, theory, limit: Limit, *, family="", scale=None, note="",
+               claim="", expected="") -> Check:
+    """Build a deterministic :class:`Check` from a :class:`Limit`: verdict ``|L − theory| ≤ bound``, no z, no α."""
+    _check_form(form)
+    _check_expected(expected)
+    theory = float(theory)
+    diff = abs(limit.estimate - theory)
+    verdict = "agrees" if diff <= limit.bound else "disagrees"
+    scale = abs(theory) if scale is None else abs(float(scale))
+    res = (limit.bound + diff) / scale if scale > 0 else float("nan")
+    return Check(
+        equation=str(equation), quantity=str(quantity), form=form, params=dict(params), theory=theory,
+        estimate=float(limit.estimate), se=None, z=None, verdict=verdict, threshold=None, family=family,
+        dof=None, power_1pct=None, scale=scale, note=note, kind="deterministic", claim=str(claim or equation),
+        expected=expected, resolution=res, bound=float(limit.bound), order=float(limit.order),
+        refinements={"n": list(limit.ns), "value": list(limit.values), "method": limit.method},
+    )
+
+
+# --------------------------------------------------------------------------- seeds
+def _canonical(obj):
+    """A JSON-able, order-independent image of a case: dataclasses, kernels, arrays, tuples."""
+    from .kernels import Kernel
+
+    if isinstance(obj, Kernel):  # by name and expression (its compiled callables are not data)
+        return {"__kernel__": obj.name, "expr": str(getattr(obj, "expr", ""))}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": type(obj).__name__,
+                **{f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__array__": obj.dtype.str, "shape": list(obj.shape), "data": _canonical(obj.ravel().tolist())}
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return {"__float__": float(obj).hex()}
+    if obj is None or isinstance(obj, str):
+        return obj
+    raise TypeError(f"case: cannot make a stable seed from a {type(obj).__name__} ({obj!r})")
+
+
+def case_seed(*parts) -> int:
+    r"""128-bit seed from a stable hash (SHA-256) of the whole case, for :class:`numpy.random.SeedSequence`.
+
+    ``parts`` are the case (a dataclass such as ``IIDCase``, a dict of parameters, strings
+    naming the purpose — ``"pilot"``, ``"main"`` — and numbers).  Every field takes part,
+    floats by their exact bits, dict keys in sorted order; kernels by name and expression.
+
+    >>> case_seed("iid", {"kernel": "tri", "sigma_eps": 0.05}) != case_seed("iid", {"kernel": "tri", "sigma_eps": 0.5})
+    True
+    >>> 0 <= case_seed("x") < 2**128
+    True
+    """
+    text = json.dumps(_canonical(list(parts)), sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "little")
+
+
+class SeedBook:
+    """Seeds of one session: :meth:`seed` hashes a case and refuses a seed already given to another case.
+
+    >>> book = SeedBook()
+    >>> book.seed("a", 1) == book.seed("a", 1)   # the same case, the same seed
+    True
+    >>> len(book.cases)
+    1
+    """
+
+    def __init__(self, hasher=None):
+        self._hasher = case_seed if hasher is None else hasher
+        self.cases: dict[int, str] = {}
+
+    def seed(self, *parts) -> int:
+        key = json.dumps(_canonical(list(parts)), sort_keys=True, separators=(",", ":"))
+        value = self._hasher(*parts)
+        known = self.cases.setdefault(value, key)
+        if known != key:
+            raise RuntimeError(f"seed {value:#x} was already given to another case: {known} and {key}")
+        return value
+
+
+# --------------------------------------------------------------------------- the session report
+@dataclass
+class Claim:
+    """A paper claim the report is organised by (equation or section).
+
+    ``title``: what the paper says, in words; ``note``: the paper_notes page (relative to the
+    repository); ``figure``: a figure under ``figures/`` or None; ``order``: sort key.
+    """
+
+    key: str
+    title: str
+    note: str = ""
+    figure: str | None = None
+    order: float = 1e9
 
 
 class ValidationReport:
@@ -265,7 +561,7 @@ class ValidationReport:
     Families must be registered before their first check, with their false-alarm share
     and the maximal number of checks they may record (the Bonferroni denominator).  A
     family that records more checks than declared raises, because its threshold would
-    no longer hold the budget.
+    no longer hold the budget.  Deterministic limits (:meth:`limit`) need no family share.
 
     >>> rep = ValidationReport()
     >>> rep.register_family("iid", alpha=3e-4, max_checks=10)
@@ -280,6 +576,8 @@ class ValidationReport:
         self.families: dict[str, tuple[float, int]] = {}
         self.counts: dict[str, int] = {}
         self.records: list[Check] = []
+        self.claims: dict[str, Claim] = {}
+        self.seeds = SeedBook()
 
     def register_family(self, name: str, *, alpha: float, max_checks: int) -> None:
         """Declare a family; idempotent for identical arguments."""
@@ -303,6 +601,19 @@ class ValidationReport:
         self.families[name] = (alpha, max_checks)
         self.counts[name] = 0
 
+    def register_claim(self, key: str, *, title: str, note: str = "", figure: str | None = None,
+                       order: float | None = None) -> None:
+        """Declare a paper claim (idempotent); records join it through ``claim=`` (default: the equation)."""
+        key = str(key)
+        if order is None:
+            head = key.split()[0].lstrip("§")
+            order = float(head) if head.replace(".", "", 1).isdigit() else 1e9
+        self.claims[key] = Claim(key=key, title=title, note=note, figure=figure, order=order)
+
+    def case_seed(self, *parts) -> int:
+        """:func:`case_seed` of ``parts``, refused if another case of this session already has it."""
+        return self.seeds.seed(*parts)
+
     def threshold(self, family: str, dof: int | None = None) -> float:
         """|z| threshold of ``family`` for an SE with ``dof`` degrees of freedom."""
         if family not in self.families:
@@ -311,8 +622,13 @@ class ValidationReport:
         return z_threshold(alpha, max_checks, dof)
 
     def check(self, equation, quantity, form, params, theory, estimate, se, *, family,
-              dof=None, scale=None, note="") -> Check:
-        """Record one comparison; returns the :class:`Check` (verdict from the family threshold)."""
+              dof=None, scale=None, note="", claim="", expected="", seed="") -> Check:
+        """Record one comparison; returns the :class:`Check` (verdict from the family threshold).
+
+        ``claim`` files it under a paper claim (default: the equation); ``expected`` states
+        what the test asserts (``"agrees"``/``"disagrees"``); ``seed`` (the case seed, an int
+        or hex) names the Monte-Carlo run, so records that share samples are known.
+        """
         thr = self.threshold(family, dof)
         if self.counts[family] >= self.families[family][1]:
             raise RuntimeError(
@@ -320,25 +636,26 @@ class ValidationReport:
                 "raise max_checks (which tightens the threshold) instead of recording more"
             )
         chk = make_check(equation, quantity, form, params, theory, estimate, se, threshold=thr,
-                         family=family, dof=dof, scale=scale, note=note)
+                         family=family, dof=dof, scale=scale, note=note, claim=claim, expected=expected,
+                         seed=_seed_text(seed))
         self.counts[family] += 1
+        self.records.append(chk)
+        return chk
+
+    def limit(self, equation, quantity, form, params, theory, limit: Limit, *, family="", scale=None, note="",
+              claim="", expected="") -> Check:
+        """Record one deterministic limit (:func:`make_limit`); it takes no share of the budget."""
+        chk = make_limit(equation, quantity, form, params, theory, limit, family=family, scale=scale, note=note,
+                         claim=claim, expected=expected)
         self.records.append(chk)
         return chk
 
     # ------------------------------------------------------------------ output
     def table(self) -> str:
-        """Plain-text table: equation, quantity, form, parameters, theory, estimate ± SE, z, verdict."""
-        head = ["eq", "quantity", "form", "parameters", "theory", "estimate ± SE", "z", "verdict"]
-        rows = [head]
-        for c in self.records:
-            rows.append([
-                c.equation, c.quantity, c.form, _params_text(c.params), f"{c.theory:.6g}",
-                f"{c.estimate:.6g} ± {c.se:.2g}", f"{c.z:+.2f}", c.verdict,
-            ])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        """Plain-text table: equation, quantity, form, parameters, theory, estimate ± SE (or bound), z, verdict."""
+        from .report import check_table
+
+        return check_table(self.records)
 
     def by_equation(self) -> str:
         """One row per (equation, form): how many checks agree, the largest |z|, the verdict.
@@ -346,36 +663,12 @@ class ValidationReport:
         Power checks (a deliberately perturbed theory, quantity ``...[…·1.01]``) are listed
         apart: for them "disagrees" is the expected, wanted outcome.
         """
-        def key(eq):
-            head = eq.split()[0]
-            return (0, int(head), eq) if head.isdigit() else (1, 0, eq)
+        from .report import by_equation
 
-        groups: dict = {}
-        for c in self.records:
-            kind = "power check" if "·" in c.quantity else c.form
-            groups.setdefault((c.equation, kind), []).append(c)
-        head = ["eq", "form", "checks", "agree", "disagree", "max |z|", "verdict"]
-        rows = [head]
-        for (eq, kind), checks in sorted(groups.items(), key=lambda item: (key(item[0][0]), item[0][1])):
-            n_agree = sum(c.verdict == "agrees" for c in checks)
-            n_dis = len(checks) - n_agree
-            zmax = max(abs(c.z) for c in checks)
-            if kind == "power check":
-                verdict = "rejects the perturbed theory" if n_dis == len(checks) else "LOW POWER"
-            else:
-                verdict = "agrees" if n_dis == 0 else f"disagrees ({n_dis} of {len(checks)})"
-            rows.append([eq, kind, str(len(checks)), str(n_agree), str(n_dis), f"{zmax:.2f}", verdict])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return by_equation(self.records)
 
     def notes(self) -> list:
-        """(equation, form, number of checks, case, note) for every distinct note, in record order.
-
-        A spectrum records one check per frequency bin; its max |z| and relative L2 error
-        (issue 5) live in the note that all its bins share.
-        """
+        """(equation, form, number of checks, case, note) for every distinct note, in record order."""
         groups: dict = {}
         for c in self.records:
             if c.note:
@@ -391,36 +684,23 @@ class ValidationReport:
                          for f, (a, m) in self.families.items())
         return f"{len(self.records)} checks, {n_dis} disagree. Families: {fams}"
 
-    def write(self, report_dir) -> list:
-        """Write ``report.md`` and ``report.json`` into ``report_dir``; returns the paths."""
-        import json
-        import pathlib
+    def screen(self, paths=()) -> str:
+        """The one-screen terminal summary, claim by claim (:func:`warptheory.report.screen`)."""
+        from .report import screen
 
-        out = pathlib.Path(report_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "suite_false_alarm_budget": self.total,
-            "families": {f: {"alpha": a, "max_checks": m, "recorded": self.counts[f]}
-                         for f, (a, m) in self.families.items()},
-            "records": [c.as_record() for c in self.records],
-        }
-        jpath = out / "report.json"
-        jpath.write_text(json.dumps(payload, indent=1, allow_nan=False))
-        mpath = out / "report.md"
-        md = ["# Validation report", "", self.summary(), "", "## By equation", "", "```", self.by_equation(), "```",
-              "", "## Every check", "",
-              "| eq | quantity | form | parameters | theory | estimate ± SE | z | verdict |",
-              "|---|---|---|---|---|---|---|---|"]
-        for c in self.records:
-            md.append(f"| {c.equation} | {c.quantity} | {c.form} | {_params_text(c.params)} | {c.theory:.6g} | "
-                      f"{c.estimate:.6g} ± {c.se:.2g} | {c.z:+.2f} | {c.verdict} |")
-        notes = self.notes()
-        if notes:
-            md += ["", "## Notes (one per group of checks that share it: spectra summaries, setups)", "",
-                   "| eq | form | checks | case | note |", "|---|---|---|---|---|"]
-            md += [f"| {eq} | {form} | {n} | {case} | {note} |" for eq, form, n, case, note in notes]
-        mpath.write_text("\n".join(md) + "\n")
-        return [mpath, jpath]
+        return screen(self, paths)
+
+    def write(self, report_dir, repo_root=None) -> list:
+        """Write ``report.md`` (errata-style, claim by claim) and ``report.json`` into ``report_dir``."""
+        from .report import write
+
+        return write(self, report_dir, repo_root)
+
+
+def _seed_text(seed) -> str:
+    if seed in ("", None):
+        return ""
+    return f"{int(seed):032x}" if isinstance(seed, (int, np.integer)) else str(seed)
 
 
 def _params_text(params: dict) -> str:

@@ -1,0 +1,385 @@
+"""warptheory.stability and its Monte-Carlo twin (§3.1; ``paper_notes/s03_1_stability.md``).
+
+Limits of the theory (σ_ε → 0, detach, the wide limit), every numerically computed closed form against an
+independent route (scipy quadrature, heat-equation identities, brute-force traces, adjoints), bad input,
+and the ``warptheory stability`` command.
+"""
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+from scipy import integrate, special, stats
+
+from warptheory import moments, phi_ab
+from warptheory.cli import main
+from warptheory.kernels import T, kernel_from_sympy, on_support
+from warptheory.stability import (TABLE1, axis_sums, resnet_gradient_growth, selfwarp_gain, stack_gain,
+                                  _tau_rule)
+from warptheory.stability_montecarlo import (SampledBlock, _batch_norm, _batch_norm_backward, eps_conv,
+                                             eps_conv_transpose, selfwarp_gain_mc, stack_gain_mc)
+
+SMOOTHSTEP = kernel_from_sympy(on_support(1 - 3 * T ** 2 + 2 * sp.Abs(T) ** 3), name="smoothstep")
+KERNELS = ["tri", "cos", "hann", "rect", "sqrt_tri", SMOOTHSTEP]
+FIELDS = ("forward", "backward", "backward_direct", "backward_cross", "backward_eps")
+
+
+# ----------------------------------------------------------------------------- limits
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: getattr(k, "name", k))
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("pre_eps_norm", [False, True])
+def test_zero_offsets_give_unit_gains(kernel, detach, pre_eps_norm):
+    for d, n, k in [(1, 1, 1), (2, 4, 3), (3, 2, 1)]:
+        g = selfwarp_gain(kernel, 0.0, d=d, channels=n, k=k, detach=detach, pre_eps_norm=pre_eps_norm)
+        assert (g.forward, g.backward, g.backward_cross, g.backward_eps) == (1.0, 1.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("kernel", ["tri", "cos", "hann", "rect", SMOOTHSTEP], ids=lambda k: getattr(k, "name", k))
+def test_small_offsets_approach_unit_gains(kernel):
+    """σ_ε → 0 is continuous: |gain − 1| ≤ C σ_ε (a kinked kernel loses 2σ√(2/π) per axis)."""
+    for sigma in (1e-3, 1e-4):
+        g = selfwarp_gain(kernel, sigma, d=2, channels=4, k=3)
+        assert abs(g.forward - 1) < 10 * sigma and abs(g.backward - 1) < 10 * sigma, g
+
+
+def test_sqrt_tri_eps_path_is_infinite():
+    g = selfwarp_gain("sqrt_tri", 0.3, d=1, channels=4, k=1)
+    assert math.isinf(g.backward_eps) and math.isinf(g.backward) and math.isfinite(g.forward)
+    assert selfwarp_gain("sqrt_tri", 0.3, d=1, channels=4, k=1, detach=True).backward == pytest.approx(1.0, rel=1e-13)
+
+
+@pytest.mark.parametrize("kernel", ["tri", "cos", "hann"])
+def test_detach_leaves_the_direct_path(kernel):
+    full = selfwarp_gain(kernel, 0.7, d=2, channels=4, k=3)
+    det = selfwarp_gain(kernel, 0.7, d=2, channels=4, k=3, detach=True)
+    assert det.backward == det.backward_direct == full.backward_direct
+    assert det.backward_cross == det.backward_eps == 0.0 and det.forward == full.forward
+
+
+@pytest.mark.parametrize("kernel", ["tri", "cos", "hann", SMOOTHSTEP], ids=lambda k: getattr(k, "name", k))
+def test_detach_gives_backward_equal_forward_up_to_one_over_width(kernel):
+    """backward/forward − 1 = −Cov(τ, X_W)/forward = O(1/p): it shrinks ∝ 1/p as the width grows."""
+    excess = []
+    for n in (16, 64, 256):
+        g = selfwarp_gain(kernel, 0.5, d=2, channels=n, k=3, detach=True)
+        excess.append(g.ratio - 1)
+    assert all(e >= -1e-12 for e in excess)
+    assert excess[-1] < 2e-3
+    assert excess[2] < excess[1] / 3 < excess[0] / 9  # ∝ 1/p within a margin
+
+
+def test_wide_limit_is_the_paper_form():
+    for kernel, d, k in [("tri", 1, 1), ("hann", 2, 3), ("cos", 2, 1)]:
+        wide = selfwarp_gain(kernel, 0.8, d=d, channels=10 ** 7, k=k)
+        paper = selfwarp_gain(kernel, 0.8, d=d, channels=10 ** 7, k=k, form="paper")
+        for field in FIELDS:
+            assert getattr(wide, field) == pytest.approx(getattr(paper, field), rel=2e-6, abs=2e-6), field
+
+
+def test_paper_form_is_eqs_5_7_8_composed():
+    """Independent route: moments.forward / backward_x / backward_eps with σ_x = σ_∂y = 1."""
+    s, d, n, k = 0.6, 2, 8, 3
+    paper = selfwarp_gain("cos", s, d=d, channels=n, k=k, form="paper")
+    assert paper.forward == pytest.approx(moments.forward("cos", s, mu_x=0.0, sigma_x=1.0, d=d).second_moment)
+    assert paper.backward_direct == pytest.approx(
+        moments.backward_x("cos", s, mu_dy=0.0, sigma_dy=1.0, d=d).second_moment)
+    deps = moments.backward_eps("cos", s, mu_x=0.0, sigma_x=1.0, mu_dy=0.0, sigma_dy=1.0, channels=n, d=d)
+    sigma_w2 = s ** 2 / (n * k ** d)  # σ_x̃ = 1
+    assert paper.backward_eps == pytest.approx(d * k ** d * sigma_w2 * deps.second_moment, rel=1e-13)
+
+
+def test_pre_eps_norm_changes_no_gain_at_fixed_sigma():
+    a = selfwarp_gain("tri", 0.4, d=2, channels=4, k=3)
+    b = selfwarp_gain("tri", 0.4, d=2, channels=4, k=3, pre_eps_norm=True)
+    assert all(getattr(a, f) == getattr(b, f) for f in FIELDS)
+
+
+# ----------------------------------------------------------------------------- independent routes
+@pytest.mark.parametrize("kernel", ["tri", "cos", "hann", SMOOTHSTEP], ids=lambda k: getattr(k, "name", k))
+def test_axis_sums_against_phi_and_scipy(kernel):
+    s = np.array([0.03, 0.3, 1.1, 2.5])
+    for h in (0, 1, 2):
+        r = axis_sums(kernel, s, h)
+        np.testing.assert_allclose(r["P_w"] + r["P_o"], phi_ab(kernel, s, 2, 1), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(r["dP_w"] + r["dP_o"], phi_ab(kernel, s, 2, 1, True), rtol=1e-12, atol=1e-14)
+        window = [moments._window_energy(kernel, float(si), h, False) for si in s]
+        np.testing.assert_allclose(r["P_w"], window, rtol=1e-10, atol=1e-14)
+        window_d = [moments._window_energy(kernel, float(si), h, True) for si in s]
+        np.testing.assert_allclose(r["dP_w"], window_d, rtol=1e-10, atol=1e-14)
+
+
+def _quad_lattice(kernel, s, m, weight):
+    """E[weight(ε) ψ(m + ε)] by scipy.quad over the tap's support, ψ given by ``weight``'s second element."""
+    from warptheory.kernels import get_kernel
+
+    kern = get_kernel(kernel)
+    g, psi = weight
+
+    def f(t):
+        e = t - m
+        return g(e, s) * psi(kern, t) * math.exp(-0.5 * (e / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+    pts = [b for b in kern.breakpoints if -1 < b < 1] + ([m] if abs(m) < 1 else [])
+    return integrate.quad(f, -1, 1, points=pts or None, limit=200, epsabs=1e-14, epsrel=1e-12)[0]
+
+
+@pytest.mark.parametrize("kernel", ["tri", "hann"])
+def test_axis_sums_q_and_v_against_scipy(kernel):
+    qfun = (lambda e, s: e, lambda k, t: float(k.value(np.array([t]))[0] * k.derivative(np.array([t]))[0]))
+    vfun = (lambda e, s: e * e - s * s, lambda k, t: float(k.derivative(np.array([t]))[0]) ** 2)
+    for s in (0.2, 0.9):
+        r = axis_sums(kernel, s, 1)
+        for key, fun in (("q", qfun), ("v", vfun)):
+            win = sum(_quad_lattice(kernel, s, m, fun) for m in (-1, 0, 1))
+            out = sum(_quad_lattice(kernel, s, m, fun) for m in range(-12, 13) if abs(m) > 1)
+            assert r[f"{key}_w"] == pytest.approx(win, rel=1e-9, abs=1e-13)
+            assert r[f"{key}_o"] == pytest.approx(out, rel=1e-9, abs=1e-13)
+
+
+@pytest.mark.parametrize("kernel", ["tri", "cos", "hann", SMOOTHSTEP], ids=lambda k: getattr(k, "name", k))
+def test_axis_sums_heat_equation(kernel):
+    """q_ℤ = (s/2) ∂Φ_{2,1}/∂s and v_ℤ = s³ ∂Φ'_{2,1}/∂s for continuous kernels (central differences)."""
+    for s in (0.15, 0.6, 1.7):
+        r = axis_sums(kernel, s, 1)
+        hstep = 1e-4 * s
+        dphi = (phi_ab(kernel, s + hstep, 2, 1) - phi_ab(kernel, s - hstep, 2, 1)) / (2 * hstep)
+        ddphi = (phi_ab(kernel, s + hstep, 2, 1, True) - phi_ab(kernel, s - hstep, 2, 1, True)) / (2 * hstep)
+        assert r["q_w"] + r["q_o"] == pytest.approx(0.5 * s * dphi, abs=1e-8)
+        assert r["v_w"] + r["v_o"] == pytest.approx(s ** 3 * ddphi, abs=1e-7)
+
+
+@pytest.mark.parametrize("p,kurtosis", [(1, 3.0), (4, 3.0), (36, 3.0), (4, 1.8), (4, 6.0), (2, 6.0)])
+def test_tau_rule_moments(p, kurtosis):
+    """The τ rule integrates E[τ] = 1, E[τ²] = 1 + (κ−1)/p and E[√τ] (Gamma law) exactly."""
+    u, w = _tau_rule(p, kurtosis)
+    shape = p / (kurtosis - 1)
+    assert np.sum(w * u ** 2) == pytest.approx(1.0, rel=1e-12)
+    assert np.sum(w * u ** 4) == pytest.approx(1 + (kurtosis - 1) / p, rel=1e-11)
+    sqrt_mean = math.exp(special.gammaln(shape + 0.5) - special.gammaln(shape)) / math.sqrt(shape)
+    assert np.sum(w * u) == pytest.approx(sqrt_mean, rel=1e-10)
+
+
+def test_gains_against_scipy_quad_over_tau():
+    """Independent integrator over τ: scipy.quad of the integrands against the χ²_p/p density."""
+    from warptheory.kernels import get_kernel
+    from warptheory.stability import _axis_sums_flat, _gains_at_scale
+
+    kern, s_eps, d, n, k = get_kernel("tri"), 0.5, 2, 4, 1
+    p = n * k ** d
+    g = selfwarp_gain(kern, s_eps, d=d, channels=n, k=k)
+    law = stats.gamma(a=p / 2, scale=2 / p)
+
+    def part(j):
+        def f(tau):
+            s = np.array([s_eps * math.sqrt(tau)])
+            sums = _axis_sums_flat(kern, s, (k - 1) // 2)
+            return float(_gains_at_scale(sums, d, s, s_eps, p, np.array([tau]))[j][0]) * law.pdf(tau)
+        return integrate.quad(f, 0, law.isf(1e-14), limit=200, epsrel=1e-10)[0]
+
+    for j, field in enumerate(("forward", "backward_direct", "backward_cross", "backward_eps")):
+        assert getattr(g, field) == pytest.approx(part(j), rel=1e-8), field
+
+
+# ----------------------------------------------------------------------------- the Monte-Carlo twin
+def test_mc_twin_same_record_and_reproducible():
+    kw = dict(d=1, channels=2, k=3, replicates=8, batch=4, size=12, seed=11)
+    a = selfwarp_gain_mc("tri", 0.4, **kw)
+    b = selfwarp_gain_mc("tri", 0.4, **kw)
+    theory = selfwarp_gain("tri", 0.4, d=1, channels=2, k=3)
+    assert type(a) is type(theory) and a.form == "montecarlo" and a.replicates == 8
+    assert a == b and a.se == b.se
+    assert a.params() == theory.params()
+
+
+def test_mc_twin_agrees_with_theory_roughly():
+    """A seeded smoke check (the statistical comparison is the validation family ``stability``)."""
+    mc = selfwarp_gain_mc("cos", 0.5, d=2, channels=4, k=3, replicates=16, seed=3)
+    th = selfwarp_gain("cos", 0.5, d=2, channels=4, k=3)
+    for field in FIELDS:
+        assert abs(getattr(mc, field) - getattr(th, field)) < 6 * mc.se[field] + 1e-12, field
+
+
+def test_mc_detach_has_no_eps_path():
+    mc = selfwarp_gain_mc("tri", 0.5, d=1, channels=2, k=1, detach=True, replicates=8, batch=4, seed=1)
+    assert mc.backward_eps == mc.backward_cross == 0.0 and mc.backward == mc.backward_direct
+
+
+def test_eps_conv_transpose_is_the_adjoint():
+    rng = np.random.default_rng(0)
+    for d, k in [(1, 3), (2, 3), (2, 1), (3, 3)]:
+        x = rng.normal(size=(2, 3) + (5,) * d)
+        w = rng.normal(size=(2, d, 3, k ** d))
+        g = rng.normal(size=(2, d) + (5,) * d)
+        assert np.vdot(eps_conv(x, w, k), g) == pytest.approx(np.vdot(x, eps_conv_transpose(g, w, k)), rel=1e-12)
+
+
+def test_eps_conv_against_a_naive_loop():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 2, 6, 5))
+    w = rng.normal(size=(1, 2, 2, 9))
+    eps = eps_conv(x, w, 3)
+    ref = np.zeros_like(eps)
+    for i in range(2):
+        for v0 in range(6):
+            for v1 in range(5):
+                for n in range(2):
+                    for a, (a0, a1) in enumerate(np.ndindex(3, 3)):
+                        ref[0, i, v0, v1] += w[0, i, n, a] * x[0, n, (v0 + a0 - 1) % 6, (v1 + a1 - 1) % 5]
+    np.testing.assert_allclose(eps, ref, rtol=1e-13)
+
+
+def test_batch_norm_backward_against_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 2, 7))
+    g = rng.normal(size=x.shape)
+    xt = torch.tensor(x, requires_grad=True)
+    mean = xt.mean(dim=(0, 2), keepdim=True)
+    out = (xt - mean) / ((xt - mean) ** 2).mean(dim=(0, 2), keepdim=True).sqrt()  # autograd is the reference
+    out.backward(torch.tensor(g))
+    x_hat, std = _batch_norm(x, (0, 2))
+    np.testing.assert_allclose(x_hat, out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_batch_norm_backward(g, x_hat, std, (0, 2)), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("pre_eps_norm", [False, True])
+@pytest.mark.parametrize("d,k", [(1, 3), (2, 3), (2, 1)])
+def test_eps_energy_is_the_trace_over_gradients(pre_eps_norm, d, k):
+    """E_g[mean E²] = trace of J_E J_Eᵀ / size: the sum over unit upstream gradients (brute force)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 2) + (5,) * d)
+    block = SampledBlock(rng, x, "tri", 0.7, k, pre_eps_norm=pre_eps_norm, detach=False)
+    total = 0.0
+    for j in range(x.size):
+        g = np.zeros(x.size)
+        g[j] = 1.0
+        _, e = block.grad(g.reshape(x.shape))
+        total += np.sum(e * e)
+    assert block.eps_energy() == pytest.approx(total / x.size, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- stacks and ResNet
+def test_stack_of_one_is_the_block_and_sigma_follows_the_forward_gain():
+    one = selfwarp_gain("tri", 0.5, d=2, channels=4, k=3)
+    s = stack_gain("tri", 0.5, depths=[1, 2, 3], d=2, channels=4, k=3)
+    assert s.grad[0] == one.backward and s.forward[0] == one.forward
+    assert s.sigma_eps[1] == pytest.approx(0.5 * math.sqrt(one.forward), rel=1e-14)
+    bn = stack_gain("tri", 0.5, depths=[3], d=2, channels=4, k=3, pre_eps_norm=True)
+    assert np.all(bn.sigma_eps == 0.5) and bn.grad[0] == pytest.approx(one.backward ** 3, rel=1e-14)
+
+
+def test_stack_mc_shapes_and_one_block():
+    mc = stack_gain_mc("tri", 0.3, depths=[1, 2], d=1, channels=2, k=3, replicates=4, batch=4, size=16, seed=2)
+    assert mc.grad.shape == (2,) and mc.forward.shape == (2,) and mc.sigma_eps.shape == (2,)
+    assert mc.se["grad"].shape == (2,) and mc.form == "montecarlo"
+
+
+def test_resnet_zero_init_is_the_plain_resnet_for_every_table1_row():
+    base = resnet_gradient_growth(gamma=1.0, eps_init="zero")
+    for pre, gamma, detach, _ in TABLE1:
+        r = resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre, detach=detach, eps_init="zero")
+        assert r.growth == r.baseline
+        assert np.all(r.sigma_eps == 0.0)
+    assert base.per_block.shape == (27,)
+
+
+def test_resnet_fan_in_explodes_only_with_full_gradients_and_gamma_one():
+    resnet20 = ((16, 3), (32, 3), (64, 3))  # the pattern holds for any depth; 9 blocks keep the test short
+    growth = {(pre, gamma, det): resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre, detach=det,
+                                                        stages=resnet20).growth
+              for pre, gamma, det, _ in TABLE1}
+    for (pre, gamma, det), value in growth.items():
+        assert (value > 1e6) == (gamma == 1.0 and not det), (pre, gamma, det, value)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(kernel="bicubic"), "kernel"),
+    (dict(sigma_eps=-0.1), "sigma_eps"),
+    (dict(sigma_eps=float("nan")), "sigma_eps"),
+    (dict(sigma_eps=True), "sigma_eps"),
+    (dict(sigma_eps="0.3"), "sigma_eps"),
+    (dict(d=0), "d:"),
+    (dict(d=4), "d:"),
+    (dict(d=True), "d:"),
+    (dict(channels=0), "channels"),
+    (dict(channels=2.0), "channels"),
+    (dict(k=2), "k:"),
+    (dict(k=0), "k:"),
+    (dict(detach=1), "detach"),
+    (dict(pre_eps_norm="yes"), "pre_eps_norm"),
+    (dict(kurtosis=0.5), "kurtosis"),
+    (dict(form="exactly"), "form"),
+])
+def test_bad_input_names_the_argument(kwargs, fragment):
+    args = dict(kernel="tri", sigma_eps=0.3, d=2, channels=4, k=3)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=fragment):
+        selfwarp_gain(args.pop("kernel"), args.pop("sigma_eps"), **args)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(replicates=1), "replicates"),
+    (dict(batches=0), "batches"),
+    (dict(kurtosis=4.0), "kurtosis"),
+    (dict(size=2, k=3), "size"),
+    (dict(batch=1), "batch"),
+])
+def test_mc_bad_input_names_the_argument(kwargs, fragment):
+    args = dict(d=1, channels=2, k=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=fragment):
+        selfwarp_gain_mc("tri", 0.3, **args)
+
+
+def test_stack_bad_depths():
+    with pytest.raises(ValueError, match="depths"):
+        stack_gain("tri", 0.3, depths=[0, 2], channels=2)
+    with pytest.raises(ValueError, match="depths"):
+        stack_gain("tri", 0.3, depths=[], channels=2)
+
+
+def test_resnet_bad_input():
+    with pytest.raises(ValueError, match="eps_init"):
+        resnet_gradient_growth(eps_init="kaiming")
+    with pytest.raises(ValueError, match="gamma"):
+        resnet_gradient_growth(gamma=-1.0)
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_stability_prints_the_gains(capsys):
+    assert main(["stability", "tri", "0.5", "--channels", "16"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    g = selfwarp_gain("tri", 0.5, d=2, channels=16, k=3)
+    assert float(rows["backward"][0]) == pytest.approx(g.backward, rel=1e-15)
+    assert float(rows["ratio"][0]) == pytest.approx(g.ratio, rel=1e-15)
+    assert float(rows["backward_cross"][1]) == 0.0
+
+
+def test_cli_stability_options(capsys):
+    assert main(["stability", "cos", "0.3", "--channels", "4", "--k", "1", "--d", "1", "--detach",
+                 "--pre-eps-norm"]) == 0
+    out = capsys.readouterr().out
+    assert "detach = True" in out and "pre-ε norm = True" in out
+    g = selfwarp_gain("cos", 0.3, d=1, channels=4, k=1, detach=True)
+    assert f"{g.backward:.16g}" in out  # the printed digits are the record's, formatted with .16g
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["stability", "tri", "-1", "--channels", "4"], "sigma_eps"),
+    (["stability", "tri", "abc", "--channels", "4"], "sigma_eps"),
+    (["stability", "tri", "0.5"], "--channels"),
+    (["stability", "tri", "0.5", "--channels", "0"], "--channels"),
+    (["stability", "tri", "0.5", "--channels", "4", "--k", "2"], "k:"),
+    (["stability", "tri", "0.5", "--channels", "4", "--d", "4"], "d:"),
+    (["stability", "bicubic", "0.5", "--channels", "4"], "kernel"),
+])
+def test_cli_stability_bad_input_one_line_exit_2(argv, fragment, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err and len(err.strip().splitlines()) == 1

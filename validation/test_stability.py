@@ -1,0 +1,369 @@
+"""§3.1: SelfWarp gains at initialisation against Monte-Carlo, family ``stability`` (``s03_1_stability.md``).
+
+Single blocks
+-------------
+:func:`warptheory.stability.selfwarp_gain` (exact and paper forms) against its twin
+:func:`warptheory.stability_montecarlo.selfwarp_gain_mc` on a factorial subset of the grid of issue 13:
+an L16 orthogonal array (kernel × σ_ε full 4 × 4; N, k, d, detach and pre-ε norm as balanced two-level
+factors, each level in 8 runs, within every kernel and every σ_ε level) plus eight cases: Gaussian x
+replaced by uniform and Laplace x at N k^d = 4 and 32 (the kurtosis of x; strict xfail at 4, see
+``GAMMA_LAW_XFAIL``), ``rect``, and the paper's own setting (tri, d = 2, N = 16, 3 × 3) at σ_ε = 0.5
+(with and without detach) and 0.1.  Per case: forward and backward, and without detach the three
+backward parts (direct, cross, ε path); every exact check must agree and have ≥ 99 % power against a 1 %
+error of the gain it belongs to (forward for the forward, the backward total for the backward and its
+parts).  The paper form (eqs 5, 7, 8 composed, ε independent of x) is recorded for forward and backward;
+where it is ≥ 5 % off the exact form its record must disagree (asserted), identical forms must agree.
+
+Sizing: ``IMAGES`` (images per replicate, 64 replicates) comes from ``tools/size_stability_family.py``: a
+pilot of 256 replicates estimates each gain's s.d. per image, and the table is 2 × the images that give
+SE ≤ 0.01·scale/(t_thr + z_0.99) (at least 4096 positions per channel with a batch norm).  Every exact
+check asserts its realised power.
+
+Depth: plain stacks (:func:`~warptheory.stability.stack_gain` against
+:func:`~warptheory.stability_montecarlo.stack_gain_mc`), recorded per depth as the paper's per-block
+product ("paper" form); one block must agree, the break beyond is measured and recorded.
+
+Verdicts (a)–(d) of issue 13 are records with notes; (e) needs the PyTorch layer (see the note).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from functools import lru_cache
+
+import pytest
+
+import _iid_grid
+from warptheory.stability import selfwarp_gain, stack_gain
+from warptheory.stability_montecarlo import (BATCH_POSITIONS, default_batch, default_size, selfwarp_gain_mc,
+                                             stack_gain_mc)
+from warptheory.stats import FAMILY_BUDGET, required_se, z_threshold  # noqa: F401 (required_se: sizing tool)
+
+FAMILY = "stability"
+ALPHA = FAMILY_BUDGET[FAMILY]
+MAX_CHECKS = 320  # 24 cases × ≤ 7 records + power 3 + depth 8 × 14 (--thorough) + verdicts 7 = 290
+REPLICATES = 64
+
+KERNELS = ("tri", "cos", "hann", _iid_grid.SMOOTHSTEP)
+SIGMAS = (0.05, 0.3, 1.0, 2.0)
+PARTS = ("backward_direct", "backward_cross", "backward_eps")
+
+
+def _kname(kernel):
+    return kernel if isinstance(kernel, str) else kernel.name
+
+
+def _l16_cases() -> dict:
+    """L16 orthogonal array: kernel a and σ_ε b at 4 levels, five 2-level factors as XORs of their bits."""
+    out = {}
+    for a in range(4):
+        for b in range(4):
+            a0, a1, b0, b1 = a & 1, a >> 1, b & 1, b >> 1
+            case = dict(kernel=KERNELS[a], sigma_eps=SIGMAS[b], channels=(4, 32)[a0 ^ b0], k=(1, 3)[a1 ^ b1],
+                        d=(1, 2)[a0 ^ b1], detach=bool(a1 ^ b0), pre_eps_norm=bool(a0 ^ a1 ^ b0 ^ b1), kurtosis=3.0)
+            out[_case_id(case)] = case
+    return out
+
+
+def _case_id(c) -> str:
+    tags = "".join(t for t, on in (("-detach", c["detach"]), ("-bn", c["pre_eps_norm"])) if on)
+    kurt = "" if c["kurtosis"] == 3.0 else f"-kurt{c['kurtosis']:g}"
+    return f"{_kname(c['kernel'])}-s{c['sigma_eps']:g}-N{c['channels']}-k{c['k']}-d{c['d']}{tags}{kurt}"
+
+
+def _extra_cases() -> dict:
+    base = dict(detach=False, pre_eps_norm=False, kurtosis=3.0)
+    extra = [
+        dict(base, kernel="tri", sigma_eps=0.5, channels=4, k=1, d=1, kurtosis=1.8),  # uniform x, p = 4
+        dict(base, kernel="tri", sigma_eps=0.5, channels=4, k=1, d=1, kurtosis=6.0),  # Laplace x, p = 4
+        dict(base, kernel="tri", sigma_eps=0.5, channels=32, k=1, d=1, kurtosis=1.8),  # uniform x, p = 32
+        dict(base, kernel="tri", sigma_eps=0.5, channels=32, k=1, d=1, kurtosis=6.0),  # Laplace x, p = 32
+        dict(base, kernel="rect", sigma_eps=0.5, channels=4, k=1, d=2),
+        dict(base, kernel="tri", sigma_eps=0.5, channels=16, k=3, d=2),  # the paper's setting (verdict a)
+        dict(base, kernel="tri", sigma_eps=0.5, channels=16, k=3, d=2, detach=True),  # verdict b
+        dict(base, kernel="tri", sigma_eps=0.1, channels=16, k=3, d=2),  # verdict c (γ = 0.1)
+    ]
+    return {_case_id(c): c for c in extra}
+
+
+CASES = {**_l16_cases(), **_extra_cases()}
+# Non-Gaussian x: τ = ‖x_window‖²/(p σ²) is given the Gamma law with its exact mean 1 and variance (κ−1)/p;
+# the rest of its law enters at O(p⁻²), which is above the suite's resolution at p = N k^d = 4 (measured:
+# uniform −0.35 % forward, Laplace +2.7 % forward, −2.1 % direct) and below it at p = 32.
+GAMMA_LAW_XFAIL = {"tri-s0.5-N4-k1-d1-kurt1.8", "tri-s0.5-N4-k1-d1-kurt6"}
+PAPER_SETTING = "tri-s0.5-N16-k3-d2"
+POWER_CASE = "tri-s0.05-N4-k1-d1"
+
+
+def _register(report):
+    report.register_family(FAMILY, alpha=ALPHA, max_checks=MAX_CHECKS)
+
+
+def threshold():
+    return z_threshold(ALPHA, MAX_CHECKS, REPLICATES - 3)  # see _dof
+
+
+@lru_cache(maxsize=None)
+def theory(case_id: str, form: str = "exact"):
+    return selfwarp_gain(**CASES[case_id], form=form)
+
+
+def checked_fields(case) -> tuple:
+    return ("forward", "backward") + (() if case["detach"] else PARTS)
+
+
+def scale_of(gain, field: str) -> float:
+    return abs(gain.forward) if field == "forward" else abs(gain.backward)
+
+
+def seed_of(case_id: str) -> int:
+    return int.from_bytes(case_id.encode(), "little") % (2 ** 63)
+
+
+def min_images(case) -> int:
+    """Fewest images per batch: a batch norm needs ≥ 4096 samples per channel (its O(1/M) terms)."""
+    size = default_size(case["sigma_eps"], case["k"], case["d"])
+    return max(4, -(-BATCH_POSITIONS // size ** case["d"])) if case["pre_eps_norm"] else 4
+
+
+#: images per replicate (64 replicates), from ``tools/size_stability_family.py`` (pilot of 256 replicates,
+#: margin 2 on the variance); the power assertion of every check guards it.
+IMAGES = {
+    "tri-s0.05-N4-k1-d1": 22,
+    "tri-s0.3-N32-k1-d1-detach-bn": 512,
+    "tri-s1-N4-k3-d2-bn": 48,
+    "tri-s2-N32-k3-d2-detach": 5,
+    "cos-s0.05-N32-k1-d2-bn": 64,
+    "cos-s0.3-N4-k1-d2-detach": 133,
+    "cos-s1-N32-k3-d1": 82,
+    "cos-s2-N4-k3-d1-detach-bn": 380,
+    "hann-s0.05-N4-k3-d1-detach-bn": 512,
+    "hann-s0.3-N32-k3-d1": 62,
+    "hann-s1-N4-k1-d2-detach": 66,
+    "hann-s2-N32-k1-d2-bn": 27,
+    "smoothstep-s0.05-N32-k3-d2-detach": 4,
+    "smoothstep-s0.3-N4-k3-d2-bn": 51,
+    "smoothstep-s1-N32-k1-d1-detach-bn": 256,
+    "smoothstep-s2-N4-k1-d1": 1850,
+    "tri-s0.5-N4-k1-d1-kurt1.8": 817,
+    "tri-s0.5-N4-k1-d1-kurt6": 1208,
+    "tri-s0.5-N32-k1-d1-kurt1.8": 130,
+    "tri-s0.5-N32-k1-d1-kurt6": 186,
+    "rect-s0.5-N4-k1-d2": 67,
+    "tri-s0.5-N16-k3-d2": 34,
+    "tri-s0.5-N16-k3-d2-detach": 34,
+    "tri-s0.1-N16-k3-d2": 7,
+}
+
+
+@lru_cache(maxsize=None)
+def result(case_id: str, sample_factor: int = 1):
+    """Cached Monte-Carlo run of a case, sized by :data:`IMAGES` (× ``sample_factor``)."""
+    case = CASES[case_id]
+    full = default_batch(default_size(case["sigma_eps"], case["k"], case["d"]), case["d"])
+    images = IMAGES[case_id] * sample_factor
+    batches = math.ceil(images / full)
+    batch = max(min_images(case), math.ceil(images / batches))
+    return selfwarp_gain_mc(**case, replicates=REPLICATES, batch=batch, batches=batches, seed=seed_of(case_id))
+
+
+def _params(case_id):
+    p = theory(case_id).params()
+    p["case"] = case_id
+    return p
+
+
+def _dof(mc) -> int:
+    """Degrees of freedom of a single-block SE: two control-variate coefficients are fitted per run."""
+    return mc.replicates - 3
+
+
+def _check(report, *args, expected="", **kwargs):
+    """``report.check``, stating ``expected`` ("agrees", "disagrees" or "" = recorded only) where the
+    report takes it (the issue-10 report; older reports ignore it)."""
+    if expected and "expected" in inspect.signature(report.check).parameters:
+        kwargs["expected"] = expected
+    return report.check(*args, **kwargs)
+
+
+def _record(report, case_id, field, form, theory_value, mc, *, note="", expected=""):
+    exact = theory(case_id)
+    return _check(report, "§3.1", f"gain.{field}", form, _params(case_id), theory_value, getattr(mc, field),
+                  mc.se[field], family=FAMILY, dof=_dof(mc), scale=scale_of(exact, field), note=note,
+                  expected=expected)
+
+
+def _exact_params():
+    reason = "the Gamma law of τ (exact mean and variance) neglects O(1/(N k^d)²): resolved at N k^d = 4"
+    mark = pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+    return [pytest.param(cid, marks=[mark] if cid in GAMMA_LAW_XFAIL else [], id=cid) for cid in CASES]
+
+
+@pytest.mark.parametrize("case_id", _exact_params())
+def test_stability_selfwarp_gain_exact(report, sample_factor, case_id):
+    """Every gain of the exact form agrees with the Monte-Carlo twin, with ≥ 99 % power at 1 %."""
+    _register(report)
+    mc = result(case_id, sample_factor)
+    exact = theory(case_id)
+    expected = "" if case_id in GAMMA_LAW_XFAIL else "agrees"
+    checks = [_record(report, case_id, field, "exact", getattr(exact, field), mc, expected=expected)
+              for field in checked_fields(CASES[case_id])]
+    for chk in checks:
+        assert chk.verdict == "agrees", chk
+        assert chk.power_1pct >= 0.99, f"under-sized sample: {chk}"
+
+
+def paper_expectation(case_id, field) -> str:
+    """What the paper form's record must say, from theory alone: a gap ≥ 5 % of the gain must be resolved
+    ("disagrees"), an identical value must agree, anything between is recorded only ("")."""
+    paper, exact = theory(case_id, "paper"), theory(case_id)
+    gap = abs(getattr(paper, field) - getattr(exact, field)) / scale_of(exact, field)
+    return "agrees" if gap <= 1e-12 else "disagrees" if gap >= 0.05 else ""
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_stability_selfwarp_gain_paper(report, sample_factor, case_id):
+    """The paper reading (eqs 5, 7, 8 composed: the p → ∞ limit), forward and backward."""
+    _register(report)
+    mc = result(case_id, sample_factor)
+    paper = theory(case_id, "paper")
+    for field in ("forward", "backward"):
+        expected = paper_expectation(case_id, field)
+        chk = _record(report, case_id, field, "paper", getattr(paper, field), mc, expected=expected,
+                      note="eqs 5, 7, 8 composed; ε independent of x and Gaussian")
+        if expected:
+            assert chk.verdict == expected, chk
+
+
+@pytest.mark.parametrize("field,factor", [("forward", 1.01), ("backward", 1.01), ("backward", 0.99)],
+                         ids=["forward-plus1pct", "backward-plus1pct", "backward-minus1pct"])
+def test_stability_power_rejects_one_percent(report, sample_factor, field, factor):
+    """Power check of the family: the run that accepts the exact form rejects it moved by 1 %."""
+    _register(report)
+    mc = result(POWER_CASE, sample_factor)
+    exact = theory(POWER_CASE)
+    chk = _check(report, "§3.1", f"gain.{field}[theory·{factor:g}]", "exact", _params(POWER_CASE),
+                 getattr(exact, field) * factor, getattr(mc, field), mc.se[field], family=FAMILY,
+                 dof=_dof(mc), note="power check: must disagree", expected="disagrees")
+    assert chk.verdict == "disagrees", chk
+
+
+# ----------------------------------------------------------------------------- verdicts (a)–(d)
+def _ratio_check(report, sample_factor, case_id, verdict, note_fn):
+    mc = result(case_id, sample_factor)
+    exact = theory(case_id)
+    note = note_fn(exact, mc)
+    return _check(report, "§3.1", f"verdict({verdict}).backward/forward", "exact", _params(case_id), exact.ratio,
+                  mc.ratio, mc.se["ratio"], family=FAMILY, dof=_dof(mc), note=note, expected="agrees")
+
+
+def test_stability_verdict_a_backward_elevated(report, sample_factor):
+    """(a) The ε path elevates the backward gain; the forward gain moves by O(1/(N k^d)) only."""
+    _register(report)
+
+    def note(ex, mc):
+        paper = theory(PAPER_SETTING, "paper")
+        return (f"(a) tri d=2 N=16 3x3 σ_ε=0.5: backward/forward = {mc.ratio:.3f} ± {mc.se['ratio']:.3f} per block "
+                f"(exact {ex.ratio:.3f}); ε path {ex.backward_eps:.3f} + cross {ex.backward_cross:+.4f} on top of "
+                f"the direct {ex.backward_direct:.4f}; forward {mc.forward:.4f} ± {mc.se['forward']:.4f} vs "
+                f"eq 5's {paper.forward:.4f} ({mc.forward / paper.forward - 1:+.2%}): the ε branch leaves the "
+                f"forward gain all but unchanged, as §3.1 says, and raises the backward one ×{ex.ratio:.2f}")
+
+    chk = _ratio_check(report, sample_factor, PAPER_SETTING, "a", note)
+    assert chk.verdict == "agrees", chk
+    assert chk.estimate > 2.0, chk  # elevated (planted error: a theory without the ε path predicts ≈ 1)
+
+
+def test_stability_verdict_b_detach(report, sample_factor):
+    """(b) Detaching removes the elevation: backward/forward = 1 + O(1/(N k^d))."""
+    _register(report)
+    cid = PAPER_SETTING + "-detach"
+
+    def note(ex, mc):
+        return (f"(b) detached: backward/forward = {mc.ratio:.4f} ± {mc.se['ratio']:.4f} (exact {ex.ratio:.4f}); "
+                f"the residue {ex.ratio - 1:+.4f} is the x–ε correlation of the forward pass, O(1/(N k^d))")
+
+    chk = _ratio_check(report, sample_factor, cid, "b", note)
+    assert chk.verdict == "agrees", chk
+    assert abs(chk.estimate - 1.0) < 0.02, chk
+
+
+def test_stability_verdict_c_small_sigma(report, sample_factor):
+    """(c) σ_ε = 0.1 (batch-norm γ = 0.1 in front of the ε-convolution) shrinks the elevation ∝ σ_ε²."""
+    _register(report)
+    cid = "tri-s0.1-N16-k3-d2"
+
+    def note(ex, mc):
+        big = theory(PAPER_SETTING)
+        return (f"(c) σ_ε=0.1: backward/forward = {mc.ratio:.4f} ± {mc.se['ratio']:.4f} (exact {ex.ratio:.4f}), "
+                f"elevation {ex.ratio - 1:+.3f} per block against {big.ratio - 1:+.3f} at σ_ε=0.5; over the 54 "
+                f"SelfWarps of a ResNet-56 that is ×{ex.ratio ** 54:.3g} against ×{big.ratio ** 54:.3g}: suppressed, "
+                f"not removed")
+
+    chk = _ratio_check(report, sample_factor, cid, "c", note)
+    assert chk.verdict == "agrees", chk
+    assert 1.0 < chk.estimate < theory(PAPER_SETTING).ratio, chk
+
+
+@pytest.mark.parametrize("kernel", [_kname(k) for k in KERNELS])
+def test_stability_verdict_d_phi_unaffected(report, sample_factor, kernel):
+    """(d) 'Φ_{a,b} mostly unaffected as σ_ε increases': the direct-path gain at σ_ε = 2, per kernel."""
+    _register(report)
+    cid = next(c for c in CASES if c.startswith(f"{kernel}-s2-"))
+    case = CASES[cid]
+    mc, ex = result(cid, sample_factor), theory(cid)
+    shape = dict(d=case["d"], channels=case["channels"], k=case["k"])
+    small, big = selfwarp_gain(case["kernel"], 0.05, **shape), selfwarp_gain(case["kernel"], 2.0, **shape)
+    note = (f"(d) {kernel} d={case['d']}: direct (Φ_{{2,1}}^d) path {ex.backward_direct:.4f} at σ_ε=2 against "
+            f"{small.backward_direct:.4f} at σ_ε=0.05 ({ex.backward_direct / small.backward_direct - 1:+.1%}); the "
+            f"ε path grows ∝ σ_ε² d Φ'_{{2,1}}: {small.backward_eps:.4g} → {big.backward_eps:.4g}")
+    chk = _check(report, "§3.1", "verdict(d).backward_direct", "exact", _params(cid), ex.backward_direct,
+                 mc.backward_direct, mc.se["backward_direct"], family=FAMILY, dof=_dof(mc), note=note,
+                 expected="agrees")
+    assert chk.verdict == "agrees", chk
+
+
+# ----------------------------------------------------------------------------- depth
+DEPTHS = (1, 2, 4, 8, 16, 32, 56)
+STACK_REPLICATES = 16
+# Plain-stack analogues of Table 1's "pre-ε BN, full gradients" rows: batch-norm γ = 1 → σ_ε = 1,
+# γ = 0.1 → σ_ε = 0.1 (fan-in ε-weights); the other six run with --thorough and in the figure.
+STACK_CONFIGS = {
+    "bn-gamma1-full": dict(sigma_eps=1.0, pre_eps_norm=True, detach=False),
+    "bn-gamma0.1-full": dict(sigma_eps=0.1, pre_eps_norm=True, detach=False),
+}
+THOROUGH_STACK_CONFIGS = {
+    f"{'bn' if bn else 'nobn'}-gamma{g:g}-{'detach' if det else 'full'}": dict(sigma_eps=g, pre_eps_norm=bn,
+                                                                              detach=det)
+    for bn in (False, True) for g in (1.0, 0.1) for det in (False, True)
+}
+STACK_SHAPE = dict(kernel="tri", d=2, channels=4, k=3)
+PRODUCT_FORM = "paper"  # the per-block product is §3.1's own argument ("each block's backward variance elevated")
+
+
+@pytest.mark.parametrize("config", list(THOROUGH_STACK_CONFIGS))
+def test_stability_depth_plain_stack(report, sample_factor, config):
+    """Plain stacks: the product of per-block gains against the measured growth, per depth.
+
+    One block must agree (it is the single-block theory); beyond, the break is recorded: the warps
+    correlate neighbouring pixels, and the next block's input is no longer IID.
+    """
+    if sample_factor == 1 and config not in STACK_CONFIGS:
+        pytest.skip("runs with --thorough (and in `warptheory figures`)")
+    _register(report)
+    cfg = THOROUGH_STACK_CONFIGS[config]
+    kw = dict(STACK_SHAPE, **cfg)
+    product = stack_gain(depths=DEPTHS, **kw)
+    mc = stack_gain_mc(depths=DEPTHS, replicates=STACK_REPLICATES * sample_factor, seed=seed_of(config), **kw)
+    checks = []
+    for j, depth in enumerate(DEPTHS):
+        for quantity in ("grad", "forward"):
+            est, se, th = getattr(mc, quantity)[j], mc.se[quantity][j], getattr(product, quantity)[j]
+            note = f"{config} L={depth} {quantity}: measured/product = {est / th:.4g} ± {se / th:.2g}"
+            # one block is the single-block theory; beyond, the break is measured and recorded only
+            checks.append(_check(report, "§3.1 depth", f"stack.{quantity}[L={depth}]", PRODUCT_FORM,
+                                 dict(kw, config=config, depth=depth), th, est, se, family=FAMILY,
+                                 dof=mc.replicates - 1, scale=th, note=note,
+                                 expected="agrees" if depth == 1 else ""))
+    for chk in checks[:2]:  # L = 1
+        assert chk.verdict == "agrees", chk

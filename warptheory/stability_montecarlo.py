@@ -1,0 +1,401 @@
+r"""Monte-Carlo twin of :mod:`warptheory.stability`: SelfWarp gains and plain stacks, sampled (§3.1).
+
+:func:`selfwarp_gain_mc` takes the arguments of :func:`warptheory.stability.selfwarp_gain` and returns
+the same :class:`~warptheory.stability.SelfWarpGain` record (``form="montecarlo"``, with ``se`` and
+``replicates``), so theory and sampling swap in one line (``paper_notes/s03_1_stability.md``).
+
+How a block is sampled
+----------------------
+Per image of a batch: x IID (Gaussian for kurtosis 3, uniform 1.8, Laplace 6) with σ_x = 1, its own
+ε-weights w IID N(0, σ_ε²/(N k^d)) of shape (d, N, k^d), ε = the centred periodic k^d convolution of
+x̃ (x, or x batch-normalised per channel over batch and positions), y = :func:`warptheory.warp`
+(periodic), ∇_y L IID N(0, 1), and :func:`warptheory.warp_backward` for D = ∇_x (direct path) and
+∇_ε L.  The ε path E is ∇_ε L through the transposed convolution (numpy rolls and ``einsum``: the
+adjoint of the forward rolls, exact to rounding) and, with the batch norm, through the batch norm's
+exact training-mode Jacobian.  Each image draws its own weights because the gains are expectations
+over the weights too, and the weights' spread is the largest source of variance.
+
+Per replicate the estimates are the sample means of y², D² and 2DE over every element, for a
+Rademacher ∇_y L (the gains depend on it only through E[g gᵀ] = I), and of E_g[E²], the ε path's mean
+square averaged over ∇_y L exactly (:meth:`SampledBlock.eps_energy`; it removes most of the noise of
+the largest part); σ_x and σ_∂y are 1 by construction, so no ratio is formed.  Their standard errors
+come from independent replicates (:func:`warptheory.stats.batch_means`), seeded by :class:`numpy.random.SeedSequence`.
+The lattice is periodic and large enough (``default_size``) that no tap wraps onto the ε-window of
+its own output, so the infinite-lattice theory applies.
+
+>>> r = selfwarp_gain_mc("tri", 0.3, d=1, channels=2, k=1, replicates=4, batch=4, size=16, seed=3)
+>>> r2 = selfwarp_gain_mc("tri", 0.3, d=1, channels=2, k=1, replicates=4, batch=4, size=16, seed=3)
+>>> r == r2 and r.form == "montecarlo" and set(r.se) >= {"forward", "backward", "ratio"}
+True
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from .montecarlo import _kernel_from_spec, _kernel_spec, _map, draw
+from .stability import SelfWarpGain, StackGain, check_arguments
+from .stats import batch_means
+
+__all__ = ["selfwarp_gain_mc", "stack_gain_mc", "default_size", "default_batch", "KURTOSIS_DISTRIBUTIONS",
+           "SampledBlock", "draw_weights", "eps_conv", "eps_conv_transpose"]
+
+#: kurtosis → x distribution the Monte-Carlo draws from
+KURTOSIS_DISTRIBUTIONS = {3.0: "gaussian", 1.8: "uniform", 6.0: "laplace"}
+
+_PARTS = ("forward", "backward_direct", "backward_cross", "backward_eps")
+#: zero-mean control statistics recorded per replicate: mean x² − 1 and mean ε²/σ_ε² − 1
+_CONTROLS = ("x2", "eps2")
+
+
+def default_size(sigma_eps: float, k: int, d: int) -> int:
+    """Lattice side: a tap wraps onto its own output's ε-window only if |ε| > size − (k+1)/2, i.e. beyond
+    ≈ 10 σ_ε (√τ ≤ 2 included), which has probability < 1e-12; at least 8.
+    """
+    reach = math.ceil(5.0 * sigma_eps) + (k - 1) // 2 + 2
+    return int(4 * math.ceil(max(8, 2 * reach) / 4))
+
+
+#: positions per channel per batch: a batch norm's O(1/M) terms are then ≤ 2.5e-4 relative
+BATCH_POSITIONS = 4096
+
+
+def default_batch(size: int, d: int) -> int:
+    """Images per batch: ≥ 4096 positions, and ≥ 16 images (their weight radii are stratified)."""
+    return max(16, -(-BATCH_POSITIONS // size ** d))
+
+
+@contextlib.contextmanager
+def _one_engine_thread():
+    """Run the engines on one thread here: the Monte-Carlo makes many small calls, where the parallel
+    launch costs more than it saves (≈ 20 ms per call on a busy 2-core machine against 1 ms); parallelism
+    belongs to the replicates (``executor``).  Numba's thread count is per calling thread and restored."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _x_distribution(kurtosis: float) -> str:
+    try:
+        return KURTOSIS_DISTRIBUTIONS[float(kurtosis)]
+    except KeyError:
+        raise ValueError(f"kurtosis: the Monte-Carlo draws Gaussian (3), uniform (1.8) or Laplace (6) inputs, "
+                         f"got {kurtosis!r}") from None
+
+
+def _batch_norm(x, axes):
+    """Training-mode batch norm (γ = 1, β = 0, no ε) and what its backward needs."""
+    mean = x.mean(axis=axes, keepdims=True)
+    centred = x - mean
+    std = np.sqrt(np.mean(centred * centred, axis=axes, keepdims=True))
+    return centred / std, std
+
+
+def _batch_norm_backward(grad, x_hat, std, axes):
+    """Exact backward of :func:`_batch_norm`: (g − mean g − x̂ mean(g x̂)) / σ_B."""
+    return (grad - grad.mean(axis=axes, keepdims=True)
+            - x_hat * np.mean(grad * x_hat, axis=axes, keepdims=True)) / std
+
+
+def _window(k: int, d: int):
+    h = (k - 1) // 2
+    return [tuple(h - ai for ai in a) for a in np.ndindex(*(k,) * d)]
+
+
+def eps_conv(x_tilde, w, k):
+    r"""ε_{b,i,v} = Σ_{n,a} w_{b,i,n,a} x̃_{b,n,v+a−h} (periodic); w has shape (B, d, N, k^d)."""
+    d = x_tilde.ndim - 2
+    axes = tuple(range(2, 2 + d))
+    stack = np.stack([np.roll(x_tilde, shift=s, axis=axes) for s in _window(k, d)], axis=2)
+    return np.einsum("bina,bna...->bi...", w, stack, optimize=True)
+
+
+def eps_conv_transpose(grad_eps, w, k):
+    """Adjoint of :func:`eps_conv`: e_{b,n,u} = Σ_{i,a} w_{b,i,n,a} ∇ε_{b,i,u−a+h}."""
+    d = grad_eps.ndim - 2
+    axes = tuple(range(2, 2 + d))
+    stack = np.stack([np.roll(grad_eps, shift=tuple(-si for si in s), axis=axes) for s in _window(k, d)], axis=2)
+    return np.einsum("bina,bia...->bn...", w, stack, optimize=True)
+
+
+def draw_weights(rng, shape, sigma_w, stratified=True):
+    """IID N(0, σ_w²) ε-weights, one set per image: shape (B, d, N, k^d).
+
+    ``stratified``: each row w_{b,i} is a radius times a uniform direction, with the radii of the B
+    images Latin-hypercube stratified over the χ²_{N k^d} law (one per stratum, independent random
+    order per row i).  Every image's weights then have exactly the IID Gaussian law, so means are
+    unbiased, while the spread of ‖w_{b,i}‖, the largest source of variance, is mostly removed.
+    """
+    from scipy import stats
+
+    bsz, d = shape[:2]
+    p = int(np.prod(shape[2:]))
+    w = rng.standard_normal(shape)
+    if not stratified or bsz < 2:
+        return sigma_w * w
+    direction = w / np.sqrt(np.sum(w * w, axis=(2, 3), keepdims=True))
+    strata = (np.argsort(rng.random((bsz, d)), axis=0) + rng.random((bsz, d))) / bsz
+    radius = np.sqrt(stats.chi2.ppf(strata, p))
+    return sigma_w * radius[:, :, None, None] * direction
+
+
+class SampledBlock:
+    """One SelfWarp block applied to a batch (see the module docstring): y = warp(x, conv(x̃, w)).
+
+    Attributes ``x, x_tilde, w, eps, y``; :meth:`grad` gives (D, E) for an upstream gradient and
+    :meth:`eps_energy` the ε path's mean square averaged over a Rademacher/IID upstream gradient exactly.
+    """
+
+    def __init__(self, rng, x, kernel, sigma_eps, k, *, pre_eps_norm, detach, backend=None, sigma_w=None,
+                 stratified=True):
+        from .warping import warp
+
+        bsz, n = x.shape[:2]
+        d = x.ndim - 2
+        self.x, self.kernel, self.k, self.detach, self.backend = x, kernel, k, detach, backend
+        self.pre_eps_norm = pre_eps_norm
+        self.axes = (0,) + tuple(range(2, 2 + d))
+        if pre_eps_norm:
+            self.x_tilde, self.std = _batch_norm(x, self.axes)
+        else:
+            self.x_tilde, self.std = x, None
+        sw = sigma_eps / math.sqrt(n * k ** d) if sigma_w is None else sigma_w
+        self.w = draw_weights(rng, (bsz, d, n, k ** d), sw, stratified)
+        self.eps = eps_conv(self.x_tilde, self.w, k)
+        self.y = warp(x, self.eps, kernel=kernel, padding="periodic", backend=backend)
+
+    def grad(self, g):
+        """(D, E): the direct path K^T g and the ε path (None with detach) for upstream gradient g."""
+        from .warping import warp_backward
+
+        direct, grad_eps = warp_backward(self.x, self.eps, g, kernel=self.kernel, padding="periodic",
+                                         need_eps=not self.detach, backend=self.backend)
+        if self.detach:
+            return direct, None
+        e = eps_conv_transpose(grad_eps, self.w, self.k)
+        if self.pre_eps_norm:
+            e = _batch_norm_backward(e, self.x_tilde, self.std, self.axes)
+        return direct, e
+
+    def eps_energy(self) -> float:
+        r"""E_g[mean E²] for an upstream gradient with E[g gᵀ] = I, exactly (a Rao–Blackwellisation of E²).
+
+        E_{mu} = Σ_{n,v} g_{nv} Σ_i c_{imu,v} A_{niv} with A_{niv} = ∂y_{nv}/∂ε_{iv} (eq 4 for one channel),
+        so Σ_u E_g[e_{mu}²] = Σ_{n,v} A_{nv}ᵀ G_m A_{nv}, G_m = Σ_a w_{·ma} w_{·ma}ᵀ.  A comes from one
+        :func:`warptheory.warp_backward` call with the channels as batch items and ∇_y L = 1.  With the
+        batch norm the two projections of its backward are averaged over g the same way.
+        """
+        from .warping import warp_backward
+
+        x, w = self.x, self.w
+        bsz, n = x.shape[:2]
+        d = x.ndim - 2
+        spatial = x.shape[2:]
+        flat = x.reshape((bsz * n, 1) + spatial)
+        _, amp = warp_backward(flat, np.repeat(self.eps, n, axis=0), np.ones_like(flat), kernel=self.kernel,
+                               padding="periodic", need_x=False, backend=self.backend)
+        amp = amp.reshape(bsz, n, d, -1)  # A[b, n, i, v]
+        outer = np.einsum("bniv,bnjv->bij", amp, amp)  # Σ_{n,v} A_{niv} A_{njv}, per image
+        per_channel = np.einsum("bima,bjma,bij->m", w, w, outer)  # Σ_{b,u} E_g e_{bmu}²
+        if not self.pre_eps_norm:
+            return float(per_channel.sum() / x.size)
+        count = bsz * int(np.prod(spatial))  # samples per channel of the batch norm
+        wsum = w.sum(axis=3)
+        mean_term = np.einsum("bim,bjm,bij->m", wsum, wsum, outer)  # count² E_g ē_m²
+        partial = np.zeros((bsz, d, n) + spatial)  # Σ_a w_{ima} x̃_{m, v+a-h}
+        for a, shift in enumerate(_window(self.k, d)):
+            partial += w[:, :, :, a][(...,) + (None,) * d] * np.roll(self.x_tilde, shift=shift,
+                                                                        axis=self.axes[1:])[:, None]
+        partial = partial.reshape(bsz, d, n, -1)
+        local = np.einsum("bniv,bnjv->bijv", amp, amp)
+        proj_term = np.einsum("bimv,bjmv,bijv->m", partial, partial, local)  # count² E_g (mean e x̃)_m²
+        centred = per_channel / count - (mean_term + proj_term) / count ** 2
+        return float(np.mean(centred / self.std.reshape(-1) ** 2))
+
+
+def _block_replicate(spec, args, seed, batches):
+    kernel = _kernel_from_spec(spec)
+    sigma_eps, d, n, k, detach, pre_eps_norm, dist, size, batch, backend = args
+    rng = np.random.Generator(np.random.PCG64(seed))
+    shape = (batch, n) + (size,) * d
+    sums = np.zeros(len(_PARTS) + len(_CONTROLS))
+    with _one_engine_thread():
+        for _ in range(batches):
+            _block_batch(rng, kernel, sigma_eps, k, detach, pre_eps_norm, dist, shape, backend, sums)
+    return sums / batches
+
+
+def _block_batch(rng, kernel, sigma_eps, k, detach, pre_eps_norm, dist, shape, backend, sums):
+    """Add one batch's means of y², D², 2DE and E_g[E²] to ``sums``."""
+    x = draw(rng, dist, 0.0, 1.0, shape)
+    block = SampledBlock(rng, x, kernel, sigma_eps, k, pre_eps_norm=pre_eps_norm, detach=detach, backend=backend)
+    # Rademacher ∇_y L: the gains depend on it only through E[g gᵀ] = I, and ±1 adds no χ² noise
+    g = rng.choice(np.array([-1.0, 1.0]), size=shape)
+    direct, e = block.grad(g)
+    sums[0] += np.mean(block.y * block.y)
+    sums[1] += np.mean(direct * direct)
+    if e is not None:
+        sums[2] += 2.0 * np.mean(direct * e)
+        sums[3] += block.eps_energy()
+    sums[4] += np.mean(x * x) - 1.0
+    if sigma_eps > 0:
+        sums[5] += np.mean(block.eps * block.eps) / sigma_eps ** 2 - 1.0
+
+
+def selfwarp_gain_mc(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_eps_norm=False, kurtosis=3.0,
+                     replicates=64, batches=1, batch=None, size=None, seed=0, control_variates=True,
+                     executor=None, backend=None) -> SelfWarpGain:
+    """Monte-Carlo estimate of :func:`warptheory.stability.selfwarp_gain` (same arguments, same record).
+
+    Parameters
+    ----------
+    kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kurtosis
+        As :func:`~warptheory.stability.selfwarp_gain`; ``kurtosis`` picks the x distribution
+        (3 Gaussian, 1.8 uniform, 6 Laplace).
+    replicates : int
+        Independent replicates R ≥ 2 (the SE has R − 1 degrees of freedom).
+    batches : int
+        Batches per replicate.
+    batch, size : int, optional
+        Images per batch and lattice side (defaults: :func:`default_batch`, :func:`default_size`).
+    seed : int
+        Root of the SeedSequence; replicate r uses its r-th child, whatever the executor.
+    control_variates : bool
+        Adjust every replicate estimate by the pooled regression on two statistics whose expectations are
+        known exactly, mean x² − 1 and mean ε²/σ_ε² − 1 (x and w carry most of the noise that is left).
+        Estimating the two coefficients from the same replicates biases the mean by O(SE/R) and leaves the
+        SE with R − 3 rather than R − 1 degrees of freedom; both are far below the suite's resolution at
+        R = 64 (R ≥ 8 needed).
+    executor : concurrent.futures.Executor, optional
+        Runs the replicates (None: in this process).
+    backend : str, optional
+        Passed to :func:`warptheory.warp`.
+
+    Returns
+    -------
+    SelfWarpGain
+        ``form="montecarlo"``; ``se`` holds the standard error of every gain and of ``ratio``.
+    """
+    kern, s_eps, d, n, k, detach, pre_eps_norm, kurt = check_arguments(
+        kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kurtosis)
+    dist = _x_distribution(kurt)
+    for name, value, low in (("replicates", replicates, 2), ("batches", batches, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    size = default_size(s_eps, k, d) if size is None else size
+    batch = default_batch(size, d) if batch is None else batch
+    for name, value in (("size", size), ("batch", batch)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 2:
+            raise ValueError(f"{name}: expected an integer >= 2, got {value!r}")
+    if size < k:
+        raise ValueError(f"size: expected at least k = {k}, got {size}")
+    spec = _kernel_spec(kern)
+    args = (s_eps, d, n, k, detach, pre_eps_norm, dist, int(size), int(batch), backend)
+    seeds = np.random.SeedSequence(seed).spawn(replicates)
+    reps = np.stack(_map(executor, _block_replicate, [(spec, args, s, batches) for s in seeds], False, ""))
+    if control_variates and replicates >= 8:
+        reps = _control_adjusted(reps)
+    return gain_record(reps, kern.name, s_eps, d, n, k, detach, pre_eps_norm, kurt)
+
+
+def _control_adjusted(reps: np.ndarray) -> np.ndarray:
+    """Replicate rows minus their pooled regression on the zero-mean control columns."""
+    parts, controls = reps[:, :len(_PARTS)], reps[:, len(_PARTS):]
+    controls = controls[:, np.any(controls != 0.0, axis=0)]
+    if controls.size == 0:
+        return parts
+    centred = controls - controls.mean(axis=0)
+    beta, *_ = np.linalg.lstsq(centred, parts - parts.mean(axis=0), rcond=None)
+    return parts - controls @ beta
+
+
+def gain_record(reps, kernel_name, sigma_eps, d, n, k, detach, pre_eps_norm, kurtosis) -> SelfWarpGain:
+    """A montecarlo :class:`SelfWarpGain` from replicate rows (forward, direct, cross, eps)."""
+    backward = reps[:, 1] + reps[:, 2] + reps[:, 3]
+    columns = {"forward": reps[:, 0], "backward": backward, "backward_direct": reps[:, 1],
+               "backward_cross": reps[:, 2], "backward_eps": reps[:, 3], "ratio": backward / reps[:, 0]}
+    est, se = {}, {}
+    for key, col in columns.items():
+        est[key], se[key] = batch_means(col)
+    return SelfWarpGain(forward=est["forward"], backward=est["backward"], backward_direct=est["backward_direct"],
+                        backward_cross=est["backward_cross"], backward_eps=est["backward_eps"], kernel=kernel_name,
+                        sigma_eps=sigma_eps, d=d, channels=n, k=k, detach=detach, pre_eps_norm=pre_eps_norm,
+                        kurtosis=kurtosis, form="montecarlo", se=se, replicates=len(reps))
+
+
+# ----------------------------------------------------------------------------- plain stacks
+def _stack_replicate(spec, args, seed, batches):
+    kernel = _kernel_from_spec(spec)
+    sigma_eps, d, n, k, detach, pre_eps_norm, size, batch, depths, backend = args
+    rng = np.random.Generator(np.random.PCG64(seed))
+    shape = (batch, n) + (size,) * d
+    depth = depths[-1]
+    sigma_w = sigma_eps / math.sqrt(n * k ** d)
+    grad2 = np.zeros(len(depths))
+    fwd2 = np.zeros(len(depths))
+    eps2 = np.zeros(depth)
+    with _one_engine_thread():
+        for _ in range(batches):
+            x = rng.standard_normal(shape)
+            grads = []
+            for layer in range(depth):
+                block = SampledBlock(rng, x, kernel, sigma_eps, k, pre_eps_norm=pre_eps_norm, detach=detach,
+                                     backend=backend, sigma_w=sigma_w)
+                x = block.y
+                grads.append(block.grad)
+                eps2[layer] += np.mean(block.eps * block.eps)
+                if layer + 1 in depths:
+                    fwd2[depths.index(layer + 1)] += np.mean(x * x)
+            for j, top in enumerate(depths):
+                g = rng.choice(np.array([-1.0, 1.0]), size=shape)
+                for grad in reversed(grads[:top]):
+                    direct, e = grad(g)
+                    g = direct if e is None else direct + e
+                grad2[j] += np.mean(g * g)
+    return np.concatenate((grad2, fwd2, eps2)) / batches
+
+
+def stack_gain_mc(kernel, sigma_eps, *, depths, d=2, channels, k=3, detach=False, pre_eps_norm=False, kurtosis=3.0,
+                  replicates=32, batches=1, batch=None, size=None, seed=0, executor=None,
+                  backend=None) -> StackGain:
+    """Monte-Carlo twin of :func:`warptheory.stability.stack_gain` (same arguments, same record).
+
+    One forward pass through ``max(depths)`` blocks, each with its own IID (stratified) ε-weights of the
+    first block's σ_w = σ_ε/√(N k^d); x_0 IID N(0, 1).  For each depth L a fresh IID ±1 gradient enters
+    at x_L and is carried back to x_0 through the first L blocks, so ``grad[j]`` is E[(∂L/∂x_0)²] for a
+    stack of ``depths[j]`` blocks with a unit top gradient.  Also returns the measured rms ε per block.
+    """
+    from .stability import check_depths
+
+    depths = check_depths(depths)
+    kern, s_eps, d, n, k, detach, pre_eps_norm, kurt = check_arguments(
+        kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kurtosis)
+    _x_distribution(kurt)
+    if kurt != 3.0:
+        raise ValueError(f"kurtosis: stacks are sampled with Gaussian inputs (3), got {kurtosis!r}")
+    size = default_size(s_eps, k, d) if size is None else size
+    batch = default_batch(size, d) if batch is None else batch
+    args = (s_eps, d, n, k, detach, pre_eps_norm, int(size), int(batch), depths, backend)
+    seeds = np.random.SeedSequence(seed).spawn(replicates)
+    reps = np.stack(_map(executor, _stack_replicate, [(_kernel_spec(kern), args, s, batches) for s in seeds],
+                         False, ""))
+    m = len(depths)
+    gm, gse = batch_means(reps[:, :m])
+    fm, fse = batch_means(reps[:, m:2 * m])
+    em, _ = batch_means(reps[:, 2 * m:])
+    return StackGain(depths=depths, grad=np.atleast_1d(gm), forward=np.atleast_1d(fm),
+                     sigma_eps=np.sqrt(np.atleast_1d(em)),
+                     params={"kernel": kern.name, "sigma_eps": s_eps, "d": d, "channels": n, "k": k,
+                             "detach": detach, "pre_eps_norm": pre_eps_norm, "kurtosis": kurt},
+                     form="montecarlo", se={"grad": np.atleast_1d(gse), "forward": np.atleast_1d(fse)},
+                     replicates=replicates)
