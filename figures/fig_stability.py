@@ -3,8 +3,8 @@
 * ``fig_stability_ratio.png`` — backward/forward of one block against σ_ε per kernel: exact theory (lines),
   the paper's reading (dashed), Monte-Carlo ± 2 SE (points).
 * ``fig_stability_depth.png`` — gradient growth against depth for the plain-stack analogues of Table 1's
-  eight configurations (product of per-block gains: lines; Monte-Carlo ± 2 SE: points), and the
-  mean-field ResNet-56 prediction per Table 1 row (theory; the Monte-Carlo ResNet needs ``warptheory.nn``).
+  eight configurations (product of per-block gains: lines; Monte-Carlo ± 2 SE: points), and the SelfWarp
+  ResNet-56 of ``warptheory.nn`` per Table 1 row (mean-field product: lines; nn Monte-Carlo ± 2 SE: points).
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import numpy as np
 KERNEL_SHAPE = dict(d=2, channels=16, k=3)
 STACK_SHAPE = dict(kernel="tri", d=2, channels=4, k=3)
 DEPTHS = (1, 2, 4, 8, 16, 32, 56)
+RESNET56 = dict(stages=((16, 9), (32, 9), (64, 9)), size=16, batch=8)
+RESNET_DEPTHS = (1, 3, 9, 10, 18, 19, 27)
 
 
 def _plt():
@@ -81,9 +83,13 @@ def table1_stack_configs():
 
 
 def figure_stability_depth(outdir, replicates=16, seed=0):
-    """Gradient growth against depth: plain stacks (theory product and MC) and the ResNet-56 theory."""
-    from warptheory.stability import TABLE1, resnet_gradient_growth, stack_gain
-    from warptheory.stability_montecarlo import stack_gain_mc
+    """Gradient growth against depth: plain stacks and the nn ResNet-56 (theory product and MC each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from warptheory.stability import TABLE1, resnet_gradient_growth, resnet_growth_at_depths, stack_gain
+    from warptheory.stability_montecarlo import resnet_gradient_growth_mc, stack_gain_mc
+
+    executor = ThreadPoolExecutor(max_workers=2)
 
     plt = _plt()
     outdir = pathlib.Path(outdir)
@@ -98,21 +104,29 @@ def figure_stability_depth(outdir, replicates=16, seed=0):
         axes[0].errorbar(mc.depths, mc.grad, yerr=[mc.grad - lo, 2 * mc.se["grad"]], fmt="o", color=color, ms=4,
                          capsize=2)
     axes[0].set(xscale="log", yscale="log", xlabel="blocks L", ylabel="E‖∂L/∂x₀‖² / E‖∂L/∂x_L‖²",
-                title=f"plain stacks (tri, d=2, N={STACK_SHAPE['channels']}, 3×3): product (lines), MC ± 2 SE")
+                title=f"plain stacks (tri, d=2, N={STACK_SHAPE['channels']}, 3×3):\nproduct (lines), MC ± 2 SE (points)")
     axes[0].legend(fontsize=6)
-    for j, (pre, gamma, det, result) in enumerate(TABLE1):
-        r = resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre, detach=det, eps_init="fan_in")
-        cum = np.cumprod(r.per_block[::-1])
-        axes[1].plot(np.arange(1, len(cum) + 1), cum, color=f"C{j}",
-                     label=f"BN {'y' if pre else 'n'} γ={gamma:g} {'det' if det else 'full'} → {result}")
-    base = resnet_gradient_growth(gamma=1.0, eps_init="zero")
-    axes[1].plot(np.arange(1, 28), np.cumprod(base.per_block[::-1]), color="k", ls="--",
-                 label="ε-weights 0 (paper §5.2): every row")
-    axes[1].set(yscale="log", xlabel="residual blocks from the top", ylabel="gradient growth (theory)",
-                title="SelfWarp ResNet-56 at initialisation, fan-in ε-weights (mean field)")
+    blocks = np.arange(1, 28)
+    configs = [(False, 1.0, False, "zero", "ε-weights 0 (paper §5.2): every row")] + \
+        [(pre, gamma, det, "fan_in", f"BN {'y' if pre else 'n'} γ={gamma:g} {'det' if det else 'full'} → {result}")
+         for pre, gamma, det, result in TABLE1]
+    for j, (pre, gamma, det, init, label) in enumerate(configs):
+        cfg = dict(gamma=gamma, pre_eps_norm=pre, detach=det, eps_init=init)
+        theory = resnet_growth_at_depths(resnet_gradient_growth(**cfg), blocks)
+        color = "k" if init == "zero" else f"C{j - 1}"
+        axes[1].plot(blocks, theory, color=color, lw=1, ls="--" if init == "zero" else "-", label=label)
+        mc = resnet_gradient_growth_mc(depths=RESNET_DEPTHS, replicates=replicates // 2, seed=seed + 100 + j,
+                                       executor=executor, **RESNET56, **cfg)
+        lo = np.maximum(mc.grad - 2 * mc.se["grad"], mc.grad * 1e-3)
+        axes[1].errorbar(mc.depths, mc.grad, yerr=[mc.grad - lo, 2 * mc.se["grad"]], fmt="o", color=color, ms=4,
+                         capsize=2)
+    axes[1].set(yscale="log", xlabel="residual blocks B (2 SelfWarps each)",
+                ylabel="E(∂L/∂x₀)² / E(∂L/∂x_B)² per element",
+                title="nn SelfWarp ResNet-56, fan-in ε-weights:\nmean field (lines), MC ± 2 SE (points)")
     axes[1].legend(fontsize=6)
     fig.tight_layout()
     path = outdir / "fig_stability_depth.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    executor.shutdown()
     return [path]

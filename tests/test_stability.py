@@ -16,8 +16,9 @@ from warptheory.cli import main
 from warptheory.kernels import T, kernel_from_sympy, on_support
 from warptheory.stability import (TABLE1, axis_sums, resnet_gradient_growth, selfwarp_gain, stack_gain,
                                   _tau_rule)
-from warptheory.stability_montecarlo import (SampledBlock, _batch_norm, _batch_norm_backward, eps_conv,
-                                             eps_conv_transpose, selfwarp_gain_mc, stack_gain_mc)
+from warptheory.stability_montecarlo import (SampledBlock, _batch_norm, _batch_norm_backward, build_resnet_blocks,
+                                             eps_conv, eps_conv_transpose, resnet_gradient_growth_mc, selfwarp_gain_mc,
+                                             stack_gain_mc)
 
 SMOOTHSTEP = kernel_from_sympy(on_support(1 - 3 * T ** 2 + 2 * sp.Abs(T) ** 3), name="smoothstep")
 KERNELS = ["tri", "cos", "hann", "rect", "sqrt_tri", SMOOTHSTEP]
@@ -292,6 +293,56 @@ def test_resnet_fan_in_explodes_only_with_full_gradients_and_gamma_one():
         assert (value > 1e6) == (gamma == 1.0 and not det), (pre, gamma, det, value)
 
 
+def test_resnet_skip_warps_each_warp_damps_the_skip():
+    """Detached, each skip warp multiplies the identity path by Φ_{2,1}^d < 1: all < first < none; with
+    ε-weights 0 the three coincide."""
+    cfg = dict(gamma=1.0, pre_eps_norm=True, detach=True, stages=((8, 3),))
+    growth = [resnet_gradient_growth(skip_warps=w, **cfg).growth for w in ("all", "first", "none")]
+    assert growth[0] < growth[1] < growth[2]
+    zero = {resnet_gradient_growth(skip_warps=w, eps_init="zero", stages=((8, 3),)).growth
+            for w in ("all", "first", "none")}
+    assert len(zero) == 1
+
+
+def test_resnet_one_block_matches_the_nn_monte_carlo():
+    """One nn BasicBlock at ε = 0 and with fan-in ε-weights: the mean field is the single-block composition.
+    (Planted error: batch norms dividing by the second moment instead of the variance predicts 1.9, not 3.4.)"""
+    for cfg in (dict(gamma=1.0, eps_init="zero"), dict(gamma=0.1, pre_eps_norm=True, eps_init="fan_in")):
+        mc = resnet_gradient_growth_mc(stages=((8, 1),), size=8, batch=8, replicates=12, seed=5, **cfg)
+        theory = resnet_gradient_growth(stages=((8, 1),), **cfg).growth
+        assert abs(mc.grad[0] - theory) < 4.0 * mc.se["grad"][0], (cfg, mc.grad, mc.se, theory)
+
+
+def test_resnet_mc_is_reproducible_under_a_thread_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    kw = dict(gamma=0.1, pre_eps_norm=True, stages=((4, 2),), size=6, batch=2, replicates=3, seed=9)
+    serial = resnet_gradient_growth_mc(**kw)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = resnet_gradient_growth_mc(executor=pool, **kw)
+    assert np.array_equal(serial.grad, threaded.grad) and np.array_equal(serial.sigma_eps, threaded.sigma_eps)
+    assert serial.depths == (1, 2) and serial.sigma_eps == pytest.approx(0.1, rel=0.3)
+
+
+def test_build_resnet_blocks_initialisation():
+    import torch
+
+    from warptheory.nn.modules import SelfWarp
+
+    net = build_resnet_blocks(gamma=0.1, pre_eps_norm=True, detach=False, eps_init="fan_in", eps_grad_scale=1.0,
+                              kernel="tri", stages=((8, 1), (16, 1)), generator=torch.Generator().manual_seed(0))
+    warps = [m for m in net.modules() if isinstance(m, SelfWarp)]
+    assert len(warps) == 4 and all(w.padding == "periodic" for w in warps)
+    norm, conv = warps[0].eps_branch
+    assert float(norm.weight[0].detach()) == 0.1 and conv.padding_mode == "circular"
+    assert float(conv.bias.detach().abs().sum()) == 0.0
+    assert float(conv.weight.detach().std()) == pytest.approx(1.0 / math.sqrt(8 * 9), rel=0.2)
+    zero = build_resnet_blocks(gamma=1.0, pre_eps_norm=False, detach=False, eps_init="zero", eps_grad_scale=1.0,
+                               kernel="tri", stages=((4, 1),), generator=torch.Generator().manual_seed(0))
+    assert all(float(m.eps_branch[-1].weight.detach().abs().sum()) == 0.0
+               for m in zero.modules() if isinstance(m, SelfWarp))
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(kernel="bicubic"), "kernel"),
@@ -344,6 +395,24 @@ def test_resnet_bad_input():
         resnet_gradient_growth(eps_init="kaiming")
     with pytest.raises(ValueError, match="gamma"):
         resnet_gradient_growth(gamma=-1.0)
+    with pytest.raises(ValueError, match="skip_warps"):
+        resnet_gradient_growth(skip_warps="second")
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(eps_init="kaiming"), "eps_init"),
+    (dict(gamma=float("inf")), "gamma"),
+    (dict(stages=((8, 0),)), "stages"),
+    (dict(stages="abc"), "stages"),
+    (dict(stages=((8, 2),), depths=[3]), "depths"),
+    (dict(stages=((8, 2), (16, 2)), size=7), "size"),
+    (dict(size=2), "size"),
+    (dict(replicates=1), "replicates"),
+    (dict(skip_warps="first"), "skip_warps"),
+])
+def test_resnet_mc_bad_input(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        resnet_gradient_growth_mc(**kwargs)
 
 
 # ----------------------------------------------------------------------------- CLI

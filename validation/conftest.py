@@ -50,7 +50,15 @@ False-alarm budget (suite-wide ≤ 1e-3, :data:`warptheory.stats.FAMILY_BUDGET`)
 ---------------------------------------------------------------------------------
 =================  ======  =========================================================
 family             share   checks
-=================  ======  ==================================================
+=================  ======  =========================================================
+``iid``            3e-4    eqs 5, 7, 8: grid, hypothesis draws, sqrt_tri tail index
+``selfwarp``       5e-5    eq 9
+``calibration``    5e-5    the null study of the machinery (``test_calibration.py``)
+``fields``         4.5e-4  spectra and variances, eqs 13, 45, 48
+``suite``          5e-5    one record: all exact-form z of the run against their law
+``stability``      1e-4    §3.1 SelfWarp gains and depth (issue 13)
+=================  ======  =========================================================
+
 Within a family of at most ``m`` checks and share α, each check uses the two-sided
 Bonferroni threshold ``z_threshold(α, m, dof)``; by the union bound the probability of any
 false "disagrees" in the suite is at most the sum of the shares, 1e-3.  Checks that are

@@ -71,7 +71,7 @@ import numpy as np
 from .kernels import Kernel, get_kernel
 
 __all__ = ["SelfWarpGain", "selfwarp_gain", "StackGain", "stack_gain", "ResNetGrowth", "resnet_gradient_growth",
-           "TABLE1", "TABLE2", "axis_sums", "FORMS"]
+           "TABLE1", "TABLE2", "axis_sums", "FORMS", "resnet_growth_at_depths"]
 
 #: ``exact``: the derivation of ``paper_notes/s03_1_stability.md``; ``paper``: eqs 5, 7, 8 composed
 #: with ε independent of x; ``montecarlo``: records from :mod:`warptheory.stability_montecarlo`.
@@ -515,6 +515,8 @@ TABLE2 = (
 )
 RESNET56_STAGES = ((16, 9), (32, 9), (64, 9))  # (channels, residual blocks) per stage of a CIFAR ResNet-56
 EPS_INITS = ("zero", "fan_in")
+#: which ε of a residual block warp its skip: both SelfWarps' (warptheory.nn), the first's, or none
+SKIP_WARPS = ("all", "first", "none")
 
 
 @dataclass(frozen=True)
@@ -556,12 +558,16 @@ def _relu_moments(mean, var):
 
 
 def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_init="fan_in", eps_grad_scale=1.0,
-                           kernel="tri", d=2, k=3, stages=RESNET56_STAGES, form="exact") -> ResNetGrowth:
+                           kernel="tri", d=2, k=3, stages=RESNET56_STAGES, skip_warps="all",
+                           form="exact") -> ResNetGrowth:
     r"""Gradient growth through a SelfWarp ResNet at initialisation, composed from per-block gains (§5, theory).
 
     The block (§2.1, §5; ``paper_notes/s03_1_stability.md``, "ResNet-56"): every convolution is a SelfWarp,
     h → warp(h, ε), ε = conv_ε(h) (or conv_ε(γ·BN(h)) with ``pre_eps_norm``), and the skip is warped by
-    the first SelfWarp's ε: x' = ReLU(warp(x, ε₁) + BN₂(SW₂(ReLU(BN₁(SW₁(conv₁ x)))))).  Convolutions are
+    the branch's ε: x' = ReLU(W(x) + BN₂(SW₂(conv₂ ReLU(BN₁(SW₁(conv₁ x)))))) with W(x) = warp(warp(x, ε₁), ε₂)
+    for ``skip_warps="all"`` (:class:`warptheory.nn.resnet.BasicBlock`, §2.1's "the ε values predictions
+    from the residual blocks"), warp(x, ε₁) for ``"first"`` and x for ``"none"`` (the unwarped-skip
+    ablation; Table 2's deformable rows).  Convolutions are
     He-initialised (forward and backward second-moment gain 2 on ReLU inputs), every batch norm (train
     mode) has weight ``gamma``, the ε-convolutions are zero (``eps_init="zero"``, the paper's §5.2) or
     IID Gaussian with fan-in variance 1/(N k²) (``"fan_in"``, so σ_ε = rms of the ε-convolution's input).
@@ -578,8 +584,12 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
 
     (skip warp's direct path, its ε path through conv_ε and conv₁ (eq 8; absent with ``detach``), and the
     branch, where batch norm turns each SelfWarp's gains into their ratio B/F = :func:`selfwarp_gain`
-    backward/forward); c = ``eps_grad_scale`` scales every ε-path gradient.  Stage changes (stride 2,
-    more channels) are treated as ordinary blocks; the stem and the classifier are left out.
+    backward/forward); c = ``eps_grad_scale`` scales every ε-path gradient.  With ``skip_warps="all"``
+    the skip's direct path is Φ_{2,1}(σ_ε₁)^d Φ_{2,1}(σ_ε₂)^d, ε₁'s term is carried through the second
+    warp (× Φ_{2,1}(σ_ε₂)^d), and ε₂'s path adds c² d σ_ε₂² (μ_s²Φ'_{1,2}Φ_{1,2}^{d−1} + σ_s²Φ'_{2,1}Φ_{2,1}^{d−1})
+    (B₁/F₁)/q at σ_ε₂ (μ_s, σ_s² the once-warped skip's moments, eq 5), back through conv₂, BN₁, SW₁ and
+    conv₁.  Stage changes (stride 2, more channels) are treated as ordinary blocks; the stem and the
+    classifier are left out.
 
     >>> zero = resnet_gradient_growth(gamma=1.0, eps_init="zero")
     >>> zero.growth == zero.baseline        # ε = 0: every warp is the identity
@@ -590,6 +600,8 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     kern = get_kernel(kernel)
     if eps_init not in EPS_INITS:
         raise ValueError(f"eps_init: expected one of {EPS_INITS}, got {eps_init!r}")
+    if skip_warps not in SKIP_WARPS:
+        raise ValueError(f"skip_warps: expected one of {SKIP_WARPS}, got {skip_warps!r}")
     for name, value in (("gamma", gamma), ("eps_grad_scale", eps_grad_scale)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
@@ -606,6 +618,7 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
                                        form=form)
         return cache[key]
 
+    relu_var = 0.5 - 0.5 / math.pi  # variance of ReLU(z), z ~ N(0, 1): the input of conv₂ is γ·ReLU(z)
     for n in blocks:
         mu, q, _ = _relu_moments(mean, var)
         var_x = q - mu * mu
@@ -616,24 +629,43 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
         else:
             s1, s2 = math.sqrt(2.0 * q), gamma  # rms of conv₁(x) and of conv₂(ReLU(BN₁ ·))
         g1, g2 = gain(s1, n), gain(s2, n)
+        # conv₁'s and conv₂'s outputs h₁, h₂ carry per-channel means (their inputs are post-ReLU); batch
+        # norm divides by their variances v₁ = 2σ_x², v₂ = 2γ²·relu_var, and the ε path sees the centred
+        # part only (Σ_m φ'(m+ε) = 0), a fraction ρ = v/E[h²] of σ_ε² without pre-ε BN (1 with it)
+        v1, v2 = 2.0 * var_x, 2.0 * gamma * gamma * relu_var
+        rho1, rho2 = (1.0, 1.0) if pre_eps_norm else (var_x / q, 2.0 * relu_var)
         # the ε paths inside the SelfWarps carry c²: cross and ε parts scale with c and c²
-        b1 = g1.backward_direct + math.sqrt(c2) * g1.backward_cross + c2 * g1.backward_eps
-        b2 = g2.backward_direct + math.sqrt(c2) * g2.backward_cross + c2 * g2.backward_eps
-        p21 = phi_ab(kern, s1, 2, 1)
-        skip_direct = p21 ** d
-        if detach or s1 == 0.0:
-            skip_eps = 0.0
-        else:
-            dp21, dp12, p12 = phi_ab(kern, s1, 2, 1, True), phi_ab(kern, s1, 1, 2, True), phi_ab(kern, s1, 1, 2)
-            skip_eps = c2 * d * s1 * s1 * (mu * mu * dp12 * p12 ** (d - 1) + var_x * dp21 * p21 ** (d - 1)) / q
-        branch = (b1 / g1.forward) * (b2 / g2.forward) * gamma * gamma / q
-        # next stream: warp(x, ε₁) (eq 5) plus the branch's BN output (mean 0, variance γ²)
-        p11 = phi_ab(kern, s1, 1, 1)
-        skip_mean, skip_second = mu * p11 ** d, mu * mu * phi_ab(kern, s1, 1, 2) ** d + var_x * p21 ** d
-        new_mean, new_var = skip_mean, skip_second - skip_mean ** 2 + gamma * gamma
+        b1 = g1.backward_direct + rho1 * (math.sqrt(c2) * g1.backward_cross + c2 * g1.backward_eps)
+        b2 = g2.backward_direct + rho2 * (math.sqrt(c2) * g2.backward_cross + c2 * g2.backward_eps)
+        warps = {"all": (s1, s2), "first": (s1,), "none": ()}[skip_warps]
+        skip_direct, skip_eps = 1.0, 0.0
+        skip_mean, skip_var = mu, var_x
+        # the skip warp's ε gradient into h_j (× γ²/v_j through a pre-ε BN, × ρ_j·σ_ε²/... = 1 without: fan-in
+        # ε-weights), then back to x: through conv₁ (× 2) for ε₁; through conv₂, ReLU, BN₁, SW₁, conv₁
+        # (× 2 · ½ · γ²/(F₁v₁) · B₁ · 2) for ε₂
+        into_h = (gamma * gamma / v1, gamma * gamma / v2) if pre_eps_norm else (1.0, 1.0)
+        route = (2.0, 2.0 * gamma * gamma * b1 / (g1.forward * v1))
+        for j, s in enumerate(warps):
+            p21 = phi_ab(kern, s, 2, 1)
+            # gradient reaching this warp's output passed the later skip warps' direct paths first
+            later = math.prod(phi_ab(kern, t, 2, 1) ** d for t in warps[j + 1:])
+            if not (detach or s == 0.0):
+                dp21, dp12, p12 = phi_ab(kern, s, 2, 1, True), phi_ab(kern, s, 1, 2, True), phi_ab(kern, s, 1, 2)
+                skip_eps += later * route[j] * into_h[j] * c2 * d * (
+                    skip_mean ** 2 * dp12 * p12 ** (d - 1) + skip_var * dp21 * p21 ** (d - 1))
+            skip_direct *= p21 ** d
+            # the warped skip's moments (eq 5)
+            new_skip_mean = skip_mean * phi_ab(kern, s, 1, 1) ** d
+            second = skip_mean ** 2 * phi_ab(kern, s, 1, 2) ** d + skip_var * p21 ** d
+            skip_mean, skip_var = new_skip_mean, second - new_skip_mean ** 2
+        # branch: BN₂ (γ²/(F₂v₂)), SW₂ (B₂), conv₂ (2), ReLU (½), BN₁ (γ²/(F₁v₁)), SW₁ (B₁), conv₁ (2)
+        plain_branch = 2.0 * gamma ** 4 / (v1 * v2)
+        branch = (b1 / g1.forward) * (b2 / g2.forward) * plain_branch
+        # next stream: the warped skip plus the branch's BN output (mean 0, variance γ²)
+        new_mean, new_var = skip_mean, skip_var + gamma * gamma
         _, _, p_pos = _relu_moments(new_mean, new_var)
         factors.append(p_pos * (skip_direct + skip_eps + branch))
-        baseline.append(p_pos * (1.0 + gamma * gamma / q))
+        baseline.append(p_pos * (1.0 + plain_branch))
         sig.append((s1, s2))
         stream.append(q)
         mean, var = new_mean, new_var
@@ -645,4 +677,18 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
                         baseline=float(np.prod(baseline)) if base is None else base.growth,
                         sigma_eps=np.array(sig), stream=np.array(stream),
                         params={"gamma": gamma, "pre_eps_norm": pre_eps_norm, "detach": detach, "eps_init": eps_init,
-                                "eps_grad_scale": float(eps_grad_scale), "kernel": kern.name, "d": d, "k": k})
+                                "eps_grad_scale": float(eps_grad_scale), "kernel": kern.name, "d": d, "k": k,
+                                "skip_warps": skip_warps})
+
+
+def resnet_growth_at_depths(growth: ResNetGrowth, depths) -> np.ndarray:
+    """The mean-field growth through the first B blocks, B in ``depths``: the product of their factors.
+
+    >>> r = resnet_gradient_growth(gamma=0.1, pre_eps_norm=True)
+    >>> bool(resnet_growth_at_depths(r, [27])[0] == np.prod(r.per_block))
+    True
+    """
+    depths = check_depths(depths)
+    if depths[-1] > len(growth.per_block):
+        raise ValueError(f"depths: at most the {len(growth.per_block)} blocks of the network, got {depths[-1]}")
+    return np.cumprod(growth.per_block)[np.array(depths) - 1]

@@ -1,4 +1,4 @@
-r"""Monte-Carlo twin of :mod:`warptheory.stability`: SelfWarp gains and plain stacks, sampled (§3.1).
+r"""Monte-Carlo twin of :mod:`warptheory.stability`: SelfWarp gains, plain and ResNet stacks, sampled (§3.1).
 
 :func:`selfwarp_gain_mc` takes the arguments of :func:`warptheory.stability.selfwarp_gain` and returns
 the same :class:`~warptheory.stability.SelfWarpGain` record (``form="montecarlo"``, with ``se`` and
@@ -39,7 +39,8 @@ from .montecarlo import _kernel_from_spec, _kernel_spec, _map, draw
 from .stability import SelfWarpGain, StackGain, check_arguments
 from .stats import batch_means
 
-__all__ = ["selfwarp_gain_mc", "stack_gain_mc", "default_size", "default_batch", "KURTOSIS_DISTRIBUTIONS",
+__all__ = ["selfwarp_gain_mc", "stack_gain_mc", "resnet_gradient_growth_mc", "build_resnet_blocks",
+           "default_size", "default_batch", "KURTOSIS_DISTRIBUTIONS",
            "SampledBlock", "draw_weights", "eps_conv", "eps_conv_transpose"]
 
 #: kurtosis → x distribution the Monte-Carlo draws from
@@ -77,12 +78,19 @@ def _one_engine_thread():
     except ImportError:  # pragma: no cover - numba is a dependency
         yield
         return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    with _one_thread(numba.get_num_threads, numba.set_num_threads):
+        yield
+
+
+@contextlib.contextmanager
+def _one_thread(get_threads, set_threads):
+    """Thread count set to 1 inside the block, restored after."""
+    before = get_threads()
+    set_threads(1)
     try:
         yield
     finally:
-        numba.set_num_threads(before)
+        set_threads(before)
 
 
 def _x_distribution(kurtosis: float) -> str:
@@ -389,13 +397,160 @@ def stack_gain_mc(kernel, sigma_eps, *, depths, d=2, channels, k=3, detach=False
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     reps = np.stack(_map(executor, _stack_replicate, [(_kernel_spec(kern), args, s, batches) for s in seeds],
                          False, ""))
+    return _depth_record(reps, depths, {"kernel": kern.name, "sigma_eps": s_eps, "d": d, "channels": n, "k": k,
+                                        "detach": detach, "pre_eps_norm": pre_eps_norm, "kurtosis": kurt})
+
+
+def _depth_record(reps, depths, params) -> StackGain:
+    """A montecarlo :class:`StackGain` from replicate rows (grad per depth, forward per depth, ε² per block)."""
     m = len(depths)
     gm, gse = batch_means(reps[:, :m])
     fm, fse = batch_means(reps[:, m:2 * m])
     em, _ = batch_means(reps[:, 2 * m:])
     return StackGain(depths=depths, grad=np.atleast_1d(gm), forward=np.atleast_1d(fm),
-                     sigma_eps=np.sqrt(np.atleast_1d(em)),
-                     params={"kernel": kern.name, "sigma_eps": s_eps, "d": d, "channels": n, "k": k,
-                             "detach": detach, "pre_eps_norm": pre_eps_norm, "kurtosis": kurt},
-                     form="montecarlo", se={"grad": np.atleast_1d(gse), "forward": np.atleast_1d(fse)},
-                     replicates=replicates)
+                     sigma_eps=np.sqrt(np.atleast_1d(em)), params=params, form="montecarlo",
+                     se={"grad": np.atleast_1d(gse), "forward": np.atleast_1d(fse)}, replicates=len(reps))
+
+
+# ----------------------------------------------------------------------------- ResNet-style stacks (warptheory.nn)
+def build_resnet_blocks(*, gamma, pre_eps_norm, detach, eps_init, eps_grad_scale, kernel, stages, generator,
+                        skip_warps="all"):
+    """The residual blocks of a SelfWarp CIFAR ResNet (:class:`warptheory.nn.resnet.BasicBlock`), initialised.
+
+    Every 3×3 convolution is followed by a :class:`~warptheory.nn.SelfWarp` (``layer="selfwarp"``), option-A
+    shortcuts, each skip warped by its branch's ε (``skip_warps="all"``; ``"none"`` leaves it unwarped).
+    Initialisation as :class:`~warptheory.nn.resnet.CifarResNet` (He-normal convolutions, every batch norm
+    and pre-ε batch norm with weight ``gamma``), except that with ``eps_init="fan_in"`` the ε-convolutions
+    get IID N(0, 1/(N k²)) weights (bias 0), so that σ_ε = the rms of their input.  Convolutions pad
+    circularly and warps periodically: the lattice has no border, as in the theory.  float64.
+    """
+    import torch
+    from torch import nn
+
+    from .nn.resnet import BasicBlock
+    from .nn.modules import SelfWarp
+
+    if skip_warps not in ("all", "none"):
+        raise ValueError(f"skip_warps: the nn blocks warp the skip by every ε ('all') or not ('none'), "
+                         f"got {skip_warps!r}")
+    options = dict(kernel=kernel, padding="periodic", pre_eps_norm=pre_eps_norm, detach=detach,
+                   eps_grad_scale=eps_grad_scale, norm_weight_init=gamma)
+    blocks, in_channels = [], stages[0][0]
+    for index, (width, count) in enumerate(stages):
+        for b in range(count):
+            stride = 2 if index > 0 and b == 0 else 1
+            blocks.append(BasicBlock(in_channels, width, stride, layer="selfwarp", shortcut="A",
+                                     warp_skip=skip_warps == "all", layer_options=options))
+            in_channels = width
+    net = nn.Sequential(*blocks).double()
+    eps_ids = {id(p) for m in net.modules() if isinstance(m, SelfWarp) for p in m.eps_parameters()}
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.padding_mode = "circular"
+                if id(m.weight) in eps_ids:
+                    std = 0.0 if eps_init == "zero" else 1.0 / math.sqrt(m.weight[0].numel())
+                    m.weight.normal_(0.0, 1.0, generator=generator).mul_(std)
+                    if m.bias is not None:
+                        m.bias.zero_()
+                else:
+                    nn.init.kaiming_normal_(m.weight, generator=generator)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(gamma)
+                m.bias.zero_()
+    return net
+
+
+def _resnet_replicate(config, seed):
+    import torch
+
+    (gamma, pre_eps_norm, detach, eps_init, eps_grad_scale, kernel, stages, skip_warps, depths, size,
+     batch) = config
+    gen = torch.Generator().manual_seed(int(seed.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+    with _one_engine_thread():
+        net = build_resnet_blocks(gamma=gamma, pre_eps_norm=pre_eps_norm, detach=detach, eps_init=eps_init,
+                                  eps_grad_scale=eps_grad_scale, kernel=kernel, stages=stages, generator=gen,
+                                  skip_warps=skip_warps)
+        eps2 = []
+        hooks = [m.eps_branch.register_forward_hook(lambda _m, _i, out: eps2.append(float(out.detach().pow(2).mean())))
+                 for m in net.modules() if hasattr(m, "eps_branch")]
+        # the stream entering block 1: ReLU of the stem's batch-norm output, N(0, γ²) per channel
+        z = torch.randn((batch, stages[0][0], size, size), generator=gen, dtype=torch.float64)
+        x0 = torch.relu(gamma * z).requires_grad_()
+        outs, h = {}, x0
+        for b, block in enumerate(net, start=1):
+            h = block(h)
+            if b in depths:
+                outs[b] = h
+        for hook in hooks:
+            hook.remove()
+        grad2, fwd2 = [], []
+        for j, b in enumerate(depths):
+            top = outs[b]
+            g = torch.randint(0, 2, top.shape, generator=gen, dtype=torch.float64).mul_(2).sub_(1)
+            (gx,) = torch.autograd.grad(top, x0, g, retain_graph=j + 1 < len(depths))
+            grad2.append(float(gx.pow(2).mean()))  # E g² = 1
+            fwd2.append(float(top.detach().pow(2).mean() / x0.detach().pow(2).mean()))
+    return np.array(grad2 + fwd2 + eps2)
+
+
+def resnet_gradient_growth_mc(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_init="fan_in", eps_grad_scale=1.0,
+                              kernel="tri", stages=((16, 9), (32, 9), (64, 9)), skip_warps="all", depths=None,
+                              size=16, batch=8, replicates=16, seed=0, executor=None) -> StackGain:
+    """Monte-Carlo twin of :func:`warptheory.stability.resnet_gradient_growth`, through depth, with the nn layer.
+
+    Each replicate is an independent network (:func:`build_resnet_blocks`, its own weights) on its own
+    input: x_0 = ReLU(γ z), z IID N(0, 1) of shape (``batch``, N₀, ``size``, ``size``), batch norms in
+    training mode.  For each depth B in ``depths`` (residual blocks, default every block) an IID ±1
+    gradient enters at the output x_B of block B and is carried back to x_0 by autograd, so
+    ``grad[j]`` = E[(∂L/∂x_0)²] for the first ``depths[j]`` blocks with a unit top gradient (per element),
+    to be compared with the product of the first B per-block factors of the theory
+    (:func:`warptheory.stability.resnet_growth_at_depths`).  ``forward[j]`` = E[x_B²]/E[x_0²];
+    ``sigma_eps`` is the measured rms ε of every SelfWarp (two per block), averaged over replicates.
+    Standard errors from the replicates (R − 1 degrees of freedom).
+
+    >>> r = resnet_gradient_growth_mc(gamma=0.1, pre_eps_norm=True, stages=((4, 2),), size=6, batch=2,
+    ...                               replicates=2, seed=1)
+    >>> r.depths, r.grad.shape, r.sigma_eps.shape, r.form
+    ((1, 2), (2,), (4,), 'montecarlo')
+    """
+    from .stability import EPS_INITS, check_depths
+
+    from .kernels import get_kernel
+
+    kern = get_kernel(kernel)
+    if eps_init not in EPS_INITS:
+        raise ValueError(f"eps_init: expected one of {EPS_INITS}, got {eps_init!r}")
+    for name, value in (("gamma", gamma), ("eps_grad_scale", eps_grad_scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    try:
+        stages = tuple((int(n), int(c)) for n, c in stages)
+    except (TypeError, ValueError):
+        raise ValueError(f"stages: expected (channels, blocks) pairs, got {stages!r}") from None
+    total = sum(c for _, c in stages)
+    if not stages or any(n < 1 or c < 1 for n, c in stages):
+        raise ValueError(f"stages: expected (channels, blocks) pairs of positive integers, got {stages!r}")
+    depths = check_depths(range(1, total + 1) if depths is None else depths)
+    if depths[-1] > total:
+        raise ValueError(f"depths: at most the {total} residual blocks of stages, got {depths[-1]}")
+    for name, value, low in (("size", size, 4), ("batch", batch, 2), ("replicates", replicates, 2)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if size % 2 ** (len(stages) - 1):
+        raise ValueError(f"size: expected a multiple of {2 ** (len(stages) - 1)} (one stride 2 per stage change), "
+                         f"got {size}")
+    config = (float(gamma), bool(pre_eps_norm), bool(detach), eps_init, float(eps_grad_scale), kern, stages,
+              skip_warps, depths, int(size), int(batch))
+    seeds = np.random.SeedSequence(seed).spawn(replicates)
+    import torch
+
+    # torch's intra-op thread count is process-wide: set here, not in the (possibly threaded) replicates;
+    # parallelism belongs to the replicates (``executor``)
+    with _one_thread(torch.get_num_threads, torch.set_num_threads):
+        reps = np.stack(_map(executor, _resnet_replicate, [(config, s) for s in seeds], False, ""))
+    return _depth_record(reps, depths, {"gamma": float(gamma), "pre_eps_norm": bool(pre_eps_norm),
+                                        "detach": bool(detach), "eps_init": eps_init,
+                                        "eps_grad_scale": float(eps_grad_scale), "kernel": kern.name,
+                                        "stages": stages, "skip_warps": skip_warps, "size": int(size),
+                                        "batch": int(batch)})

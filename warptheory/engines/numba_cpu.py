@@ -250,6 +250,16 @@ def _slope_factor(slope, inner):
 
 
 @numba.njit(cache=_CACHE, inline="always", **_JIT)
+def _slope_at(dw, base, b, k, a, pos):
+    """φ' tap ``a`` of axis ``k`` at ``pos``: ``dw[b, k, a, pos]``, or, for a kernel whose slopes
+    are constant (``dw`` of shape (1, d, 2, 1), see :meth:`Taps.prepare`), that constant and NaN
+    at an undefined position: bitwise what the tap stage would have stored there."""
+    if dw.shape[0] == 1 and dw.shape[3] == 1:
+        return np.nan if base[b, 0, pos] == _UNDEFINED else dw[0, k, a, 0]
+    return dw[b, k, a, pos]
+
+
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _tap_pair(floor, size, padding):
     """Lattice indices of the two taps of one axis from the stored floor; -1 = outside."""
     if padding == 0:
@@ -358,10 +368,10 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
                 cw[j, 2] = wa1 * we0
                 cw[j, 3] = wa1 * we1
             if need_dw:
-                va0 = dw[b, 0, 0, pos]
-                va1 = dw[b, 0, 1, pos]
-                ve0 = dw[b, 1, 0, pos]
-                ve1 = dw[b, 1, 1, pos]
+                va0 = _slope_at(dw, base, b, 0, 0, pos)
+                va1 = _slope_at(dw, base, b, 0, 1, pos)
+                ve0 = _slope_at(dw, base, b, 1, 0, pos)
+                ve1 = _slope_at(dw, base, b, 1, 1, pos)
                 # the callers always build the φ taps along with the φ' taps
                 wa0 = w[b, 0, 0, pos]
                 wa1 = w[b, 0, 1, pos]
@@ -410,7 +420,7 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
                         dwc = 1.0
                         for k in range(d):
                             bit = (c >> (d - 1 - k)) & 1
-                            dwc *= dw[b, k, bit, pos] if k == i else w[b, k, bit, pos]
+                            dwc *= _slope_at(dw, base, b, k, bit, pos) if k == i else w[b, k, bit, pos]
                         cdw[j, c, i] = dwc
     return npos
 
@@ -819,8 +829,10 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, factorised, out):
                 s1 = csum[j, 1]
                 s2 = csum[j, 2]
                 s3 = csum[j, 3]
-                out[b, 0, pos] = dw[b, 0, 0, pos] * (we0 * s0 + we1 * s1) + dw[b, 0, 1, pos] * (we0 * s2 + we1 * s3)
-                out[b, 1, pos] = dw[b, 1, 0, pos] * (wa0 * s0 + wa1 * s2) + dw[b, 1, 1, pos] * (wa0 * s1 + wa1 * s3)
+                out[b, 0, pos] = (_slope_at(dw, base, b, 0, 0, pos) * (we0 * s0 + we1 * s1)
+                                  + _slope_at(dw, base, b, 0, 1, pos) * (we0 * s2 + we1 * s3))
+                out[b, 1, pos] = (_slope_at(dw, base, b, 1, 0, pos) * (wa0 * s0 + wa1 * s2)
+                                  + _slope_at(dw, base, b, 1, 1, pos) * (wa0 * s1 + wa1 * s3))
         elif factorised:
             for j in range(m):
                 pos = start + j
@@ -836,8 +848,8 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, factorised, out):
                             inner1 += others * csum[j, c]
                         else:
                             inner0 += others * csum[j, c]
-                    out[b, k, pos] = (_slope_factor(dw[b, k, 0, pos], inner0) * inner0
-                                      + _slope_factor(dw[b, k, 1, pos], inner1) * inner1)
+                    out[b, k, pos] = (_slope_factor(_slope_at(dw, base, b, k, 0, pos), inner0) * inner0
+                                      + _slope_factor(_slope_at(dw, base, b, k, 1, pos), inner1) * inner1)
         else:
             for j in range(m):
                 for k in range(d):
@@ -1277,8 +1289,9 @@ _CONSTANT_SLOPES: dict = {}
 def _constant_slopes(kernel):
     """``(φ'(t), φ'(t - 1))`` when both are the same float for every tap argument t in [0, 1)
     (piecewise-linear kernels: tri, rect), else None; checked bitwise on the kernel's compiled φ'
-    at 4096 points of [0, 1), its ends and subnormals.  A plan then fills its φ' taps with the two
-    constants instead of recomputing the positions (bitwise what the tap stage stores)."""
+    at 4096 points of [0, 1), its ends and subnormals.  Such a kernel's plans store no φ' taps:
+    the engine reads the two constants instead (:func:`_slope_at`, bitwise what the tap stage
+    stores), which saves a pass over the positions and its memory traffic."""
     if kernel not in _CONSTANT_SLOPES:
         t = np.concatenate([np.arange(4096) / 4096, [np.nextafter(1.0, 0.0), 5e-324, 1e-300]])
         right, left = kernel.derivative(t), kernel.derivative(t - 1.0)
@@ -1287,25 +1300,13 @@ def _constant_slopes(kernel):
     return _CONSTANT_SLOPES[kernel]
 
 
-@numba.njit(parallel=True, cache=_CACHE, **_JIT)
-def _fill_slopes(base, right, left, dw):
-    """φ' taps of a kernel with constant slopes: ``right``, ``left`` per axis, NaN at undefined
-    positions (as the tap stage writes them)."""
-    batch, d, npos = base.shape
-    for b in prange(batch):
-        for pos in range(npos):
-            undefined = base[b, 0, pos] == _UNDEFINED
-            for k in range(d):
-                dw[b, k, 0, pos] = np.nan if undefined else right
-                dw[b, k, 1, pos] = np.nan if undefined else left
-
-
 class Taps:
     """The Numba engine's state of one plan (see :class:`warptheory.warping.WarpPlan`).
 
     A plan's taps (``owned``) are computed at creation, its φ' taps at the first
     :meth:`prepare` that asks for them.  A transient plan (one functional call) keeps its taps
-    in this thread's scratch and computes them when first needed, φ and φ' together; its
+    in this thread's scratch and computes them when first needed, φ and φ' together (no φ'
+    taps for a kernel with constant slopes, :func:`_constant_slopes`); its
     forward is :func:`warp` itself (the fused bilinear path where it applies)."""
 
     def __init__(self, positions, relative, in_shape, kernel, padding, transient=False):
@@ -1320,19 +1321,20 @@ class Taps:
 
     def prepare(self, slopes):
         """Compute the φ taps, and the φ' taps too when ``slopes``, unless they are there."""
+        constant = _constant_slopes(self.kernel) if slopes else None
         if self.taps is None:
-            self.taps = _taps(self.positions, self.kernel, self.padding, True, slopes, in_shape=self.in_shape,
+            computed = slopes and constant is None
+            self.taps = _taps(self.positions, self.kernel, self.padding, True, computed, in_shape=self.in_shape,
                               relative=self.relative, owned=not self.transient)
-            self.slopes = slopes
-        elif slopes and not self.slopes:
-            constant = _constant_slopes(self.kernel)
-            base = self.taps[1]
+            self.slopes = computed
+        if slopes and not self.slopes:
             if constant is None:
                 dw = _taps(self.positions, self.kernel, self.padding, True, True, in_shape=self.in_shape,
                            relative=self.relative)[3].copy()
             else:
-                dw = np.empty((*base.shape[:2], 2, base.shape[2]), dtype=np.float64)
-                _fill_slopes(base, *constant, dw)
+                # no φ' taps to store: the engine reads the two constants (_slope_at)
+                dw = np.empty((1, len(self.in_shape), 2, 1), dtype=np.float64)
+                dw[0, :, 0, 0], dw[0, :, 1, 0] = constant
             self.taps = (*self.taps[:3], dw)
             self.slopes = True
 
