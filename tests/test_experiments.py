@@ -354,7 +354,8 @@ def test_at_init_prediction_reads_warptheory_stability():
 
     rows = P.experiment_rows("table1")
     preds = [stability_prediction(r, 8) for r in rows]
-    plain = resnet_gradient_growth(gamma=1.0, eps_init="zero", stages=((16, 1), (32, 1), (64, 1))).growth
+    plain = resnet_gradient_growth(gamma=1.0, eps_init="zero", stages=((16, 1), (32, 1), (64, 1)),
+                                   skip_warps="all").growth
     for row, p in zip(rows, preds):
         # ε-weights start at 0 in every row: each is the plain ResNet-8 at initialisation
         # (γ cancels in the plain ResNet's growth analytically; numerically to a few ulps)
@@ -365,11 +366,12 @@ def test_at_init_prediction_reads_warptheory_stability():
     assert explodes == [r.model["bn_weight_init"] == 1.0 and not r.model["detach"] for r in rows]
     assert all(p["fan_in_ratio"] >= PREDICTION_RATIO for p, e in zip(preds, explodes) if e)
     assert stability_prediction(rows[0], 8) == preds[0]  # deterministic
-    unwarped = stability_prediction(P.experiment_rows("skip")[1], 8)
-    assert unwarped["fan_in_growth"] is None and "unwarped skip" in unwarped["fan_in_reading"]
+    warped, unwarped = (stability_prediction(r, 8) for r in P.experiment_rows("skip"))
+    assert (warped["skip_warps"], unwarped["skip_warps"]) == ("all", "none")
+    assert unwarped["fan_in_growth"] > 0 and unwarped["fan_in_growth"] != warped["fan_in_growth"]
     pretrained = stability_prediction(P.experiment_rows("table2")[0], 8)
     assert pretrained["fan_in_growth"] is None and "pretraining" in pretrained["fan_in_reading"]
-    assert pretrained["model"].startswith("deformable")
+    assert pretrained["model"].startswith("deformable") and pretrained["skip_warps"] == "none"
     assert stability_prediction(rows[0], None) is None
 
 

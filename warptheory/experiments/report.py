@@ -81,11 +81,11 @@ def _stages(depth: int) -> tuple:
 
 
 @lru_cache(maxsize=None)
-def _growth(gamma: float, pre_eps_norm: bool, detach: bool, kernel: str, depth: int, eps_init: str):
+def _growth(gamma: float, pre_eps_norm: bool, detach: bool, kernel: str, depth: int, eps_init: str, skip_warps: str):
     from ..stability import resnet_gradient_growth
 
     r = resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre_eps_norm, detach=detach, eps_init=eps_init,
-                               kernel=kernel, stages=_stages(depth))
+                               kernel=kernel, stages=_stages(depth), skip_warps=skip_warps)
     return r.growth, r.baseline
 
 
@@ -93,18 +93,20 @@ def stability_prediction(row: P.Row, depth: int | None):
     """The stability issue's at-initialisation prediction for a row (``warptheory.stability``, §3.1, §5).
 
     :func:`warptheory.stability.resnet_gradient_growth` (mean field, ``paper_notes/s03_1_stability.md``,
-    "ResNet-56 (Tables 1–2): theory side") at the row's depth, batch-norm γ, pre-ε BN and detaching:
+    "ResNet-56 (Tables 1–2): theory side") at the row's depth, batch-norm γ, pre-ε BN, detaching and skip
+    (``skip_warps="all"``: both SelfWarps' ε warp the skip, as in ``warptheory.nn``; ``"none"``: the
+    unwarped-skip ablation and the deformable rows, whose skips are not warped):
 
     * ``growth``: at the protocol's initialisation, ε-weights 0. Every warp is then the identity and
       every ε path carries nothing, so every row has the plain BN-ResNet's growth (``baseline``) and
       ``explodes_at_init`` is False: a divergence can only develop in training (eq 9's feedback).
     * ``fan_in_growth``: the counterfactual with fan-in Gaussian ε-weights (σ_ε = rms of the ε
       convolution's input), read as ``fan_in_reading`` by :data:`PREDICTION_RATIO` against ``baseline``.
-      It is None where the module has no model of the row: an unwarped skip (it warps every skip), or
-      pretraining (ε is still 0 when warping is switched on, so ``growth`` is the prediction).
+      It is None for pretraining rows: ε is still 0 when warping is switched on, so ``growth`` is the
+      prediction.
 
-    Deformable rows use the module's model of a deformable layer (a SelfWarp per kernel point, skip
-    warped; the s03_1 note's Table 2). Table 2's gradient scaling scales the ε-branch *parameters'*
+    Deformable rows use the module's model of a deformable layer (a SelfWarp per kernel point, the
+    s03_1 note's Table 2). Table 2's gradient scaling scales the ε-branch *parameters'*
     gradients, not the ε-path gradient into x, so it changes nothing at initialisation (c = 1).
     Deterministic (quadrature) and cached per configuration.
     """
@@ -112,16 +114,16 @@ def stability_prediction(row: P.Row, depth: int | None):
         return None
     m = row.model
     gamma, pre, detach = float(m["bn_weight_init"]), bool(m["pre_eps_norm"]), bool(m["detach"])
-    growth, baseline = _growth(gamma, pre, detach, m["kernel"], depth, "zero")
+    skip_warps = "all" if (m["layer"] == "selfwarp" and m["warp_skip"]) else "none"
+    growth, baseline = _growth(gamma, pre, detach, m["kernel"], depth, "zero", skip_warps)
     out = {"model": f"{'deformable (as SelfWarps)' if m['layer'] == 'deform' else 'SelfWarp'} ResNet-{depth}",
+           "skip_warps": skip_warps,
            "growth": growth, "baseline": baseline, "explodes_at_init": False,
            "fan_in_growth": None, "fan_in_ratio": None, "fan_in_reading": None}
     if row.pretrain:
         out["fan_in_reading"] = "ε = 0 after pretraining"
-    elif not m["warp_skip"] and m["layer"] == "selfwarp":
-        out["fan_in_reading"] = "not modelled (unwarped skip)"
     else:
-        fan_in, _ = _growth(gamma, pre, detach, m["kernel"], depth, "fan_in")
+        fan_in, _ = _growth(gamma, pre, detach, m["kernel"], depth, "fan_in", skip_warps)
         ratio = fan_in / baseline
         out.update(fan_in_growth=fan_in, fan_in_ratio=ratio,
                    fan_in_reading="explodes" if ratio >= PREDICTION_RATIO else
