@@ -120,19 +120,18 @@ def _compile_scalar(code: str, name: str, overrides: dict[float, float]):
     engine's tap stage 1.5× slower for ``tri``.  The compiled function is checked at
     every dropped point and rebuilt with all overrides if it disagrees.
     """
-    import numba
-
-    namespace = {"math": math, "inf": math.inf, "nan": math.nan}
+    from . import _generated
 
     def build(pins):
-        lines = [f"def {name}(t):"]
+        # a module of its own, so that numba caches the compiled function on disk (warptheory._generated)
+        lines = ["import math", "", "import numba", "", "inf, nan = math.inf, math.nan", "", "",
+                 '@numba.njit(cache=ON_DISK, error_model="numpy")', f"def {name}(t):"]
         for point, value in pins.items():
             lines.append(f"    if t == {point!r}:")
             lines.append(f"        return {_py_float(value)}")
         lines.append(f"    return float({code})")
-        exec("\n".join(lines), namespace)  # noqa: S102 - source printed by sympy from a validated expression
-        py_fn = namespace[name]
-        return py_fn, numba.njit(cache=False, error_model="numpy")(py_fn)
+        jitted = getattr(_generated.load("\n".join(lines) + "\n", "kernel"), name)
+        return jitted.py_func, jitted
 
     def probes(point):
         return (point, -0.0) if point == 0 else (point,)
