@@ -1363,8 +1363,9 @@ class Taps:
             self.slopes = computed
         if slopes and not self.slopes:
             if constant is None:
-                dw = _taps(self.positions, self.kernel, self.padding, True, True, in_shape=self.in_shape,
-                           relative=self.relative)[3].copy()
+                # the φ' taps alone, into an array of their own (the φ taps are there already)
+                dw = _taps(self.positions, self.kernel, self.padding, False, True, fused=False,
+                           in_shape=self.in_shape, relative=self.relative, owned=True)[3]
             else:
                 # no φ' taps to store: the engine reads the two constants (_slope_at)
                 dw = np.empty((1, len(self.in_shape), 2, 1), dtype=np.float64)
