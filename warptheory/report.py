@@ -27,6 +27,8 @@ import math
 import os
 import pathlib
 
+from .stats import EXACT_FORMS
+
 __all__ = ["claim_verdict", "screen", "write", "check_table", "by_equation", "SCREEN_LINES"]
 
 #: Lines the terminal summary may use beyond pytest's own.
@@ -49,7 +51,7 @@ def _params_text(params: dict) -> str:
 
 
 def _asserting(c) -> bool:
-    return c.expected == "agrees" or (c.expected == "" and c.form != "paper" and not c.is_power_check)
+    return c.expected == "agrees" or (c.expected == "" and c.form in EXACT_FORMS and not c.is_power_check)
 
 
 def _theory_record(c) -> bool:
@@ -76,6 +78,10 @@ def claim_verdict(records) -> str:
     if paper and not p_dis:
         same = all(c.form == "paper=exact" for c in paper)
         return prefix + ("holds (paper = exact)" if same else "holds")
+    if not paper and not exact:  # model forms only (e.g. §3.1 depth's per-block product)
+        n_dis = sum(c.verdict == "disagrees" for c in recs)
+        forms = "/".join(sorted({c.form for c in recs}))
+        return prefix + f"{forms}: agrees in {len(recs) - n_dis} of {len(recs)}"
     if not paper:
         text = "holds" if not e_dis else f"fails ({len(e_dis)} of {len(exact)} checks disagree)"
         return prefix + text
@@ -266,8 +272,12 @@ def _evidence_md(records, max_rows=40):
         any_c = next(iter(row.values()))
         (det_rows if any_c.kind == "deterministic" else stat_rows).append(row)
 
+    def other(row):  # the paper's record, or else a model form's (per-block product, gamma-tau)
+        return row.get("paper") or row.get("paper=exact") or next(
+            (c for f, c in row.items() if f not in EXACT_FORMS), None)
+
     def order(row):
-        c = row.get("paper") or row.get("paper=exact") or row.get("exact")
+        c = other(row) or row.get("exact")
         return (c.verdict != "disagrees", -(abs(c.z) if c.z is not None else 0.0))
 
     out = []
@@ -276,11 +286,13 @@ def _evidence_md(records, max_rows=40):
         out += ["| quantity | case | paper | exact | estimate ± SE | z paper | z exact | resolution |",
                 "|---|---|---|---|---|---|---|---|"]
         for row in stat_rows[:max_rows]:
-            p = row.get("paper") or row.get("paper=exact")
+            p = other(row)
             e = row.get("exact") or row.get("paper=exact")
             c = p or e
+            label = f" ({p.form})" if p is not None and p.form not in ("paper", "paper=exact") else ""
             out.append(
-                f"| {_md_escape(c.quantity)} | {_md_escape(_case_text(c))} | {_fmt(p.theory) if p else '—'} | "
+                f"| {_md_escape(c.quantity)} | {_md_escape(_case_text(c))} | "
+                f"{_fmt(p.theory) + label if p else '—'} | "
                 f"{_fmt(e.theory) if e else '—'} | {_estimate_text(c)} | "
                 f"{f'{p.z:+.2f} ({p.verdict})' if p else '—'} | {f'{e.z:+.2f} ({e.verdict})' if e else '—'} | "
                 f"{100 * c.resolution:.2g} % |")
@@ -292,7 +304,7 @@ def _evidence_md(records, max_rows=40):
                 "| quantity | case | paper | exact | limit ± bound | order | verdict paper | verdict exact |",
                 "|---|---|---|---|---|---|---|---|"]
         for row in det_rows[:max_rows]:
-            p = row.get("paper") or row.get("paper=exact")
+            p = other(row)
             e = row.get("exact") or row.get("paper=exact")
             c = p or e
             order_text = f"{c.order:.2f}" if c.order is not None and math.isfinite(c.order) else "—"

@@ -36,8 +36,9 @@ with :math:`s^4 T_R = d\,v_R P_R^{d-1} + d(d-1)\,q_R^2 P_R^{d-2}` (:func:`_gains
 :math:`P' = \sum_m \mathbb E[\varphi'(m+\varepsilon)^2]` (Φ'_{2,1} on ℤ),
 :math:`q = \sum_m \mathbb E[\varepsilon\,\varphi\varphi'(m+\varepsilon)]` and
 :math:`v = \sum_m \mathbb E[(\varepsilon^2 - s^2)\,\varphi'(m+\varepsilon)^2]`, all at ε ~ N(0, s²).
-τ is χ²_p/p for Gaussian x (exact); for another kurtosis κ it is the Gamma law with the exact
-mean 1 and variance (κ−1)/p (error O(p⁻²)).
+τ is χ²_p/p for Gaussian x; for uniform and Laplace x it is the law of a sum of p squares
+(:mod:`warptheory._radial`); ``form="gamma-tau"`` gives it instead the Gamma law with the exact mean 1
+and variance (κ−1)/p (error O(p⁻²)).
 
 ``form="paper"`` is §3.1 read with eqs 5, 7 and 8 and ε independent of x (the p → ∞ limit):
 forward = direct = Φ_{2,1}^d, cross = 0, eps = d σ_ε² Φ'_{2,1} Φ_{2,1}^{d−1}.
@@ -74,8 +75,15 @@ __all__ = ["SelfWarpGain", "selfwarp_gain", "StackGain", "stack_gain", "ResNetGr
            "TABLE1", "TABLE2", "axis_sums", "FORMS", "resnet_growth_at_depths"]
 
 #: ``exact``: the derivation of ``paper_notes/s03_1_stability.md``; ``paper``: eqs 5, 7, 8 composed
-#: with ε independent of x; ``montecarlo``: records from :mod:`warptheory.stability_montecarlo`.
-FORMS = ("exact", "paper")
+#: with ε independent of x; ``gamma-tau``: the exact form with τ given the Gamma law of its exact mean and
+#: variance (the first version for non-Gaussian x: off by O(p⁻²), 2.6 % at p = 4 for Laplace x);
+#: ``montecarlo``: records from :mod:`warptheory.stability_montecarlo`.
+FORMS = ("exact", "paper", "gamma-tau")
+#: kurtosis of x → its law in the exact form (and in the Monte-Carlo twin): τ's law is that of ‖x‖²/p
+INPUT_LAWS = {3.0: "gaussian", 1.8: "uniform", 6.0: "laplace", 1.0: "rademacher"}
+#: above this fan-in p the exact form gives τ of uniform / Laplace x the Gamma law (error O(p⁻²): measured
+#: ≤ 3e-5 relative at p = 64, the note's "The law of τ"); below, the exact law (:mod:`warptheory._radial`)
+EXACT_LAW_MAX_FANIN = 64
 
 _GAUSS_SPAN = 10.0  # ε integrated over ±10 s: the Gaussian mass outside is 1.5e-23
 # Gauss–Legendre nodes per ε panel (panels are ≤ 1 pixel or ≤ 10 s long) and the τ rule (panels × nodes):
@@ -170,7 +178,8 @@ def check_arguments(kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kur
 
 
 # ----------------------------------------------------------------------------- per-axis sums
-def _kernel_has_infinite_slope_energy(kern: Kernel) -> bool:
+@lru_cache(maxsize=64)
+def _kernel_has_infinite_slope_energy(kern: Kernel) -> bool:  # cached: Φ'_{2,1} by quadrature costs ≈ 10 ms
     from .phifunctions import phi_ab
 
     return not math.isfinite(phi_ab(kern, 1.0, 2, 1, True))
@@ -269,11 +278,25 @@ def _axis_sums_flat(kern: Kernel, s: np.ndarray, h: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- the law of τ
-def _tau_rule(p: int, kurtosis: float):
+def _exact_tau_rule(p: int, kurtosis: float):
+    """Nodes and weights in u = √τ for E_τ[·] under the exact law of τ = ‖x_window‖²/(p σ_x²).
+
+    Gaussian x: χ²_p/p (:func:`_gamma_tau_rule`, shape p/2); x = ±σ: τ ≡ 1; uniform and Laplace x: the
+    law of a sum of p squares (:func:`warptheory._radial.tau_rule`), for p ≤ :data:`EXACT_LAW_MAX_FANIN`.
+    """
+    law = INPUT_LAWS[kurtosis]
+    if law in ("gaussian", "rademacher") or p > EXACT_LAW_MAX_FANIN:
+        return _gamma_tau_rule(p, kurtosis)
+    from ._radial import tau_rule
+
+    return tau_rule(law, p)
+
+
+def _gamma_tau_rule(p: int, kurtosis: float):
     """Nodes and weights in u = √τ for E_τ[·]; τ ~ Gamma(shape p/(κ−1), mean 1).
 
     For κ = 3 this is χ²_p/p, the exact law of ‖x_window‖²/(p σ_x²) for Gaussian x.  κ = 1 (x = ±σ)
-    makes τ ≡ 1.
+    makes τ ≡ 1.  For other laws it matches τ's mean and variance only (form ``"gamma-tau"``).
     """
     if kurtosis == 1.0:
         return np.array([1.0]), np.array([1.0])
@@ -365,10 +388,13 @@ def selfwarp_gain(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_ep
         batch norm's own Jacobian terms are O(1/M) for M samples per channel); it makes σ_ε
         independent of σ_x, which matters through depth (:func:`warptheory.stability` note).
     kurtosis : float
-        E x⁴/σ_x⁴ of the IID inputs (3: Gaussian, exact).  Enters through the law of τ.
-    form : {"exact", "paper"}
-        ``"exact"``: our derivation (finite N k^d, correlations of ε with x); ``"paper"``: eqs 5, 7, 8
-        with ε independent of x and Gaussian.
+        E x⁴/σ_x⁴ of the IID inputs; it names their law (:data:`INPUT_LAWS`: 3 Gaussian, 1.8 uniform,
+        6 Laplace, 1 ±σ), which enters through the law of τ.
+    form : {"exact", "paper", "gamma-tau"}
+        ``"exact"``: our derivation (finite N k^d, correlations of ε with x, the exact law of τ);
+        ``"paper"``: eqs 5, 7, 8 with ε independent of x and Gaussian; ``"gamma-tau"``: the exact form
+        with τ given the Gamma law of its exact mean and variance (any kurtosis ≥ 1; error O(p⁻²) for
+        non-Gaussian x, kept as the record of the first version).
 
     Returns
     -------
@@ -392,6 +418,9 @@ def selfwarp_gain(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_ep
         kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kurtosis)
     if form not in FORMS:
         raise ValueError(f"form: expected one of {', '.join(map(repr, FORMS))}, got {form!r}")
+    if form == "exact" and kurt not in INPUT_LAWS:
+        raise ValueError(f"kurtosis: the exact form knows the laws of Gaussian (3), uniform (1.8), Laplace (6) "
+                         f"and ±1 (1) inputs, got {kurtosis!r}; form='gamma-tau' takes any kurtosis >= 1")
     p = n * k ** d
     if s_eps == 0.0:
         values = (1.0, 1.0, 0.0, 0.0)
@@ -402,7 +431,7 @@ def selfwarp_gain(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_ep
         dp21 = phi_ab(kern, s_eps, 2, 1, True)
         values = (p21 ** d, p21 ** d, 0.0, d * s_eps ** 2 * dp21 * p21 ** (d - 1))
     else:
-        u, wu = _tau_rule(p, kurt)
+        u, wu = _exact_tau_rule(p, kurt) if form == "exact" else _gamma_tau_rule(p, kurt)
         s = s_eps * u
         sums = _axis_sums_flat(kern, s, (k - 1) // 2)
         parts = _gains_at_scale(sums, d, s, s_eps, p, u * u)

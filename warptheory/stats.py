@@ -111,7 +111,11 @@ DETECTABLE_RELATIVE_ERROR = 0.01
 
 #: ``paper``: the formula as printed; ``exact``: our derivation where it differs;
 #: ``paper=exact``: one record for a claim whose printed form is the exact one.
-FORMS = ("paper", "exact", "paper=exact")
+#: Model forms, recorded beside them and asserted only where a test says so: ``per-block product`` (§3.1
+#: depth: gains composed block by block), ``gamma-tau`` (§3.1: the first version's Gamma law of τ).
+FORMS = ("paper", "exact", "paper=exact", "per-block product", "gamma-tau")
+#: forms that state our derivation: asserted to agree unless a record says otherwise
+EXACT_FORMS = ("exact", "paper=exact")
 
 
 @dataclass(frozen=True)
@@ -196,7 +200,7 @@ class Check:
     def is_power_check(self) -> bool:
         """A check that must reject: a deliberately perturbed theory (``quantity`` carries
         ``[…·factor]``) or a control (a record of the exact form expected to disagree)."""
-        return "·" in self.quantity or (self.expected == "disagrees" and self.form != "paper")
+        return "·" in self.quantity or (self.expected == "disagrees" and self.form in EXACT_FORMS)
 
     def as_record(self) -> dict:
         """JSON-able dict (non-finite floats become strings "inf", "-inf", "nan")."""
