@@ -205,9 +205,9 @@ def _sum_of_squares_moments(law, p, order):
 def test_exact_tau_rule_against_exact_moments(law, p):
     """E[τ^n], n ≤ 4, of the sum-of-squares rule against the exact moments (rational arithmetic).
 
-    Tolerance: the tables interpolate k_p to ≈ 1e-10 (20 Chebyshev points a panel) and the rule drops 1e-16 of mass per tail; beyond the
-    Laplace law's upper 1e-16 quantile (τ ≈ 700 at p = 1) that mass carries ≈ 700ⁿ·1e-16 of E τⁿ, hence
-    1e-7 for n ≥ 3 there (the gains grow no faster than τ)."""
+    Tolerance: integrated, the tables are good to ≈ 1e-10 (20 Chebyshev points a panel), and the rule
+    drops 1e-16 of mass per tail; beyond the Laplace law's upper 1e-16 quantile (τ ≈ 700 at p = 1) that
+    mass carries ≈ 700ⁿ·1e-16 of E τⁿ, hence 1e-7 for n ≥ 3 there (the gains grow no faster than τ)."""
     u, w = _radial.tau_rule(law, p)
     exact = _sum_of_squares_moments(law, p, 4)
     assert np.sum(w) == pytest.approx(1.0, abs=1e-14)
@@ -229,7 +229,8 @@ def test_sum_of_squares_density_against_mpmath():
 
     Generator: ρ_ξ(a) = g(√a)/√a for ξ = x²; ρ_{S_2} = ρ_ξ * ρ_ξ and ρ_{S_4} = ρ_{S_2} * ρ_{S_2} by
     ``mpmath.quad`` split at the kinks (uniform: a = 3, 6 and t − 3, t − 6).  Tolerance: the tables
-    interpolation, ≈ 1e-10."""
+    accuracy (20 points a panel, 20-node φ pieces; 16 and 12 give ≈ 1e-7 next to a breakpoint of the
+    uniform law)."""
     import mpmath
 
     mpmath.mp.dps = 30

@@ -49,7 +49,8 @@ from warptheory.stats import FAMILY_BUDGET, required_se, z_threshold  # noqa: F4
 
 FAMILY = "stability"
 ALPHA = FAMILY_BUDGET[FAMILY]
-# 24 cases × ≤ 7 records + power 3 + depth 8 × 14 + ResNet 9 × 6 + (e) 15 (--thorough) + verdicts 7 = 359
+# 24 cases × ≤ 7 records + gamma-tau 4 × 5 + power 3 + depth 8 × 14 + ResNet 9 × 6 + (e) 15 (--thorough)
+# + verdicts 7 = 379
 MAX_CHECKS = 400
 REPLICATES = 64
 
