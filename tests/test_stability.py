@@ -5,7 +5,10 @@ independent route (scipy quadrature, heat-equation identities, brute-force trace
 and the ``warptheory stability`` command.
 """
 import dataclasses
+import inspect
+import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -579,3 +582,63 @@ def test_cli_stability_bad_input_one_line_exit_2(argv, fragment, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- verdict (e) in the default report
+from warptheory.stats import ValidationReport  # noqa: E402
+
+@pytest.fixture(scope="module")
+def validation_stability():
+    """validation/test_stability.py as a module (it imports its siblings from validation/)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "validation"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("_validation_test_stability", folder / "test_stability.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def _stub_growth(growths):
+    """resnet_gradient_growth stand-in: the rows' growths in order, baseline 1 (the recording, not the theory)."""
+    values = iter(growths)
+
+    def growth_of(**_):
+        return types.SimpleNamespace(growth=next(values), baseline=1.0)
+    return growth_of
+
+
+def test_verdict_e_side_by_side_records_the_fifteen_rows_in_the_default_report(validation_stability, tmp_path):
+    vs = validation_stability
+    rep = ValidationReport()
+    growths = [1e4 if paper == "diverges" else 10.0 for _, paper in vs.table_rows().values()]
+    rows = vs.record_verdict_e_side_by_side(rep, growth_of=_stub_growth(growths))
+    assert [r.row for r in rows] == [f"T1.{i}" for i in range(1, 9)] + [f"T2.{i}" for i in range(1, 8)]
+    assert all(r.agrees and r.call == ("explodes" if r.paper == "diverges" else "no explosion") for r in rows)
+    assert not rep.records and not rep.families  # side by side: no check, no share of the budget
+    md, js = rep.write(tmp_path, repo_root=tmp_path)
+    assert sum(line.startswith("| T") for line in md.read_text().splitlines()) == 15
+    assert len(json.loads(js.read_text())["side_by_side"]) == 15
+    # the default run records them: the test is not skipped without --thorough
+    assert "sample_factor" not in inspect.signature(vs.test_stability_verdict_e_side_by_side).parameters
+
+
+def test_verdict_e_words_follow_the_paper_column(validation_stability):
+    """Planted change: flipping one row's paper column flips its verdict and its words."""
+    vs = validation_stability
+    rows = dict(vs.table_rows())
+    cfg, paper = rows["T1.7"]
+    assert paper == "93.620%"
+    growth = [1e5]  # ×1e5 the plain network's: explodes at initialisation
+    before = vs.record_verdict_e_side_by_side(ValidationReport(), {"T1.7": (cfg, paper)}, _stub_growth(growth))[0]
+    after = vs.record_verdict_e_side_by_side(ValidationReport(), {"T1.7": (cfg, "diverges")}, _stub_growth(growth))[0]
+    assert (before.agrees, before.words) == (False, "disagree: explodes at initialisation yet trains")
+    assert (after.agrees, after.words) == (True, "agree: explodes at initialisation")
+    assert vs.verdict_e_words(10.0, 1.0, "diverges").startswith("disagree at init: no explosion")
+    assert vs.verdict_e_words(10.0, 1.0, "93.620%") == "agree: no explosion, trains"

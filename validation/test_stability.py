@@ -29,8 +29,10 @@ ResNet depth: stacks of :class:`warptheory.nn.resnet.BasicBlock` (SelfWarp after
 norm γ, warped skips) measured by :func:`~warptheory.stability_montecarlo.resnet_gradient_growth_mc` against
 the mean-field product :func:`~warptheory.stability.resnet_gradient_growth`, per depth; one block must agree.
 
-Verdicts (a)–(d) of issue 13 are records with notes; (e) (Tables 1–2, ResNet-56 Monte-Carlo with the nn
-layer) runs with ``--thorough``; its theory side is in ``paper_notes/s03_1_stability.md``.
+Verdicts (a)–(d) of issue 13 are records with notes.  (e) in every run: Tables 1–2's fifteen rows side by
+side with the mean-field ResNet-56 growth at initialisation (report rows of kind ``side-by-side``: a
+prediction against the paper's categorical column, no z, no budget); with ``--thorough`` also the nn-layer
+Monte-Carlo of each ResNet-56 (records ``verdict(e).resnet56.grad``).
 """
 from __future__ import annotations
 
@@ -105,8 +107,21 @@ PAPER_SETTING = "tri-s0.5-N16-k3-d2"
 POWER_CASE = "tri-s0.05-N4-k1-d1"
 
 
+NOTE = "paper_notes/s03_1_stability.md"
+#: the claims this module files its records under (unless the suite's conftest already names them)
+CLAIM_TITLES = {
+    "§3.1": ("SelfWarp at initialisation: backward variance elevated, forward unchanged → exploding gradients; "
+             "remedies detach, small σ_ε, pre-ε BN (Tables 1–2)", "figures/fig_stability_ratio.png"),
+    "§3.1 depth": ("gradient growth through stacks and ResNets of SelfWarps: the per-block product",
+                   "figures/fig_stability_depth.png"),
+}
+
+
 def _register(report):
     report.register_family(FAMILY, alpha=ALPHA, max_checks=MAX_CHECKS)
+    for key, (title, figure) in CLAIM_TITLES.items():
+        if key not in report.claims:
+            report.register_claim(key, title=title, note=NOTE, figure=figure)
 
 
 def threshold():
@@ -487,13 +502,55 @@ def row_text(cfg: dict) -> str:
     return " ".join(parts)
 
 
+#: "explodes at initialisation": ResNet-56 gradient growth above this multiple of the plain BN-ResNet's
+EXPLOSION_FACTOR = 1e3
+
+
+def explodes_at_init(growth: float, baseline: float) -> bool:
+    return growth > EXPLOSION_FACTOR * baseline
+
+
 def verdict_e_words(growth: float, baseline: float, paper: str) -> str:
     """At-initialisation prediction against the paper's column, in words."""
-    explodes = growth > 1e3 * baseline
+    explodes = explodes_at_init(growth, baseline)
     if paper == "diverges":
         return "agree: explodes at initialisation" if explodes else \
             "disagree at init: no explosion at initialisation, divergence from training (eq 9 feedback, issue 14)"
     return "disagree: explodes at initialisation yet trains" if explodes else "agree: no explosion, trains"
+
+
+VERDICT_E_TABLE = ("verdict (e): Tables 1–2 vs ResNet-56 gradient growth at init (mean field); "
+                   "explodes = growth > 10³ × the plain BN-ResNet's")
+
+
+def record_verdict_e_side_by_side(report, rows=None, growth_of=resnet_gradient_growth) -> list:
+    """(e) in every run: per Table 1/2 row, the mean-field ResNet-56 growth and the plain BN-ResNet's beside
+    the paper's column, the explodes / no-explosion call and the verdict in words, as side-by-side rows of
+    the report (a prediction against a categorical column: no SE, no z, no share of the budget)."""
+    out = []
+    for row, (cfg, paper) in (table_rows() if rows is None else rows).items():
+        r = growth_of(stages=RESNET56["stages"], **cfg)
+        explodes = explodes_at_init(r.growth, r.baseline)
+        words = verdict_e_words(r.growth, r.baseline, paper)
+        out.append(report.compare("§3.1", VERDICT_E_TABLE, row, row_text(cfg), paper,
+                                  {"ResNet-56 growth": r.growth, "plain BN-ResNet": r.baseline,
+                                   "growth / plain": r.growth / r.baseline},
+                                  "explodes" if explodes else "no explosion", words,
+                                  agrees=explodes == (paper == "diverges"), params=dict(cfg, row=row)))
+    return out
+
+
+def test_stability_verdict_e_side_by_side(report):
+    """(e) in the default run: Tables 1 and 2 (15 rows) side by side with the at-initialisation prediction.
+
+    Disagreements (no explosion at initialisation, yet the paper's run diverged) are findings, recorded and
+    shown, not failures; the test fails if a prediction is not a finite growth, or a row is missing.
+    """
+    _register(report)
+    rows = record_verdict_e_side_by_side(report)
+    assert len(rows) == len(TABLE1) + len(TABLE2) == 15
+    assert all(math.isfinite(v) and v > 0 for r in rows for v in r.values.values()), rows
+    assert all(r.words.startswith("agree" if r.agrees else "disagree") for r in rows), rows
 
 
 @pytest.mark.parametrize("row", list(table_rows()))

@@ -7,7 +7,10 @@ largest relative bound (deterministic limits), the resolution (the relative erro
 weakest record detects with 99 % power, or for certain), and where the note and figure are;
 then every disagreement with the paper, with the paper's value, the exact value and the
 estimate.  ``report.md`` has one section per claim — verdict, evidence table, figure, note —
-then the families and the full per-check table; ``report.json`` keeps every record.
+then the families and the full per-check table; ``report.json`` keeps every record.  Side-by-side
+rows (:class:`warptheory.stats.SideBySide`: a theory prediction beside a categorical column of the
+paper, no SE, no z, no budget) become a table under their claim, and the screen lists the rows where
+prediction and paper disagree.
 
 >>> from warptheory.stats import ValidationReport
 >>> rep = ValidationReport()
@@ -66,6 +69,8 @@ def unexpected(records) -> list:
 
 def claim_verdict(records) -> str:
     """The verdict of one claim, in words, from its records (power checks aside)."""
+    if not records:
+        return "no checks (side by side with the paper only)"
     recs = [c for c in records if not c.is_power_check]
     if not recs:
         return "power checks only"
@@ -115,6 +120,8 @@ def _claim_groups(rep):
     groups: dict = {}
     for c in rep.records:
         groups.setdefault(c.claim or c.equation, []).append(c)
+    for row in rep.side_by_side:  # a claim with side-by-side rows only still gets its section
+        groups.setdefault(row.claim, [])
     from .stats import Claim
 
     claims = [rep.claims.get(k) or Claim(key=k, title=f"eq {k}") for k in groups]
@@ -151,6 +158,49 @@ def _disagreements(rep):
                 return abs(p.z) if p.z is not None else abs(p.estimate - p.theory) / max(p.bound or 1e-300, 1e-300)
             worst = max(items, key=size)
             out.append((claim, quantity, len(items), worst[0], worst[1]))
+    return out
+
+
+def _tables(rows) -> dict:
+    """Side-by-side rows (:class:`warptheory.stats.SideBySide`) by table title, in record order."""
+    tables: dict = {}
+    for r in rows:
+        tables.setdefault(r.table, []).append(r)
+    return tables
+
+
+def _side_by_side_screen(rep, max_rows=8) -> list:
+    """Screen lines: per side-by-side table, how many rows agree, then the rows that disagree."""
+    lines = []
+    for title, rows in _tables(rep.side_by_side).items():
+        bad = [r for r in rows if not r.agrees]
+        lines.append(f"Side by side with the paper, {_label(rows[0].claim)} {title}: {len(rows) - len(bad)} of "
+                     f"{len(rows)} agree (a prediction vs the paper's column, no z)")
+        for r in bad[:max_rows]:
+            vals = ", ".join(f"{k} {_fmt(v, 3)}" for k, v in r.values.items())
+            lines.append(f"  {r.row} {r.case}: paper {r.paper}; {vals} → {r.words}")
+        if len(bad) > max_rows:
+            lines.append(f"  … {len(bad) - max_rows} more in report.md")
+    return lines
+
+
+def _side_by_side_md(rows) -> list:
+    """``report.md`` tables of a claim's side-by-side rows (columns: the rows' ``values``)."""
+    out = []
+    for title, group in _tables(rows).items():
+        names = list(dict.fromkeys(k for r in group for k in r.values))
+        n_dis = sum(not r.agrees for r in group)
+        out += ["", f"**Side by side with the paper: {_md_escape(title)}** — a theory prediction beside the "
+                f"paper's categorical column, not a Monte-Carlo comparison (no SE, no z, no share of the "
+                f"false-alarm budget). {len(group) - n_dis} of {len(group)} rows agree; {n_dis} disagree "
+                f"(marked **✗**).", "",
+                "| row | configuration | paper | " + " | ".join(map(_md_escape, names)) + " | call | verdict |",
+                "|---" * (len(names) + 5) + "|"]
+        for r in group:
+            vals = " | ".join(_fmt(r.values[k], 3) if k in r.values else "—" for k in names)
+            mark = "" if r.agrees else "**✗** "
+            out.append(f"| {_md_escape(r.row)} | {_md_escape(r.case)} | {_md_escape(r.paper)} | {vals} | "
+                       f"{_md_escape(r.call)} | {mark}{_md_escape(r.words)} |")
     return out
 
 
@@ -199,6 +249,9 @@ def screen(rep, paths=()) -> str:
                          f"{_fmt(paper.theory, 5)} | {ex} | {_estimate_text(paper)} ({stat})")
         if len(dis) > _MAX_DISAGREEMENT_LINES:
             lines.append(f"  … {len(dis) - _MAX_DISAGREEMENT_LINES} more in report.md")
+    if rep.side_by_side:
+        lines.append("")
+        lines += _side_by_side_screen(rep)
     power = [c for c in rep.records if c.is_power_check]
     if power:
         fams: dict = {}
@@ -328,6 +381,7 @@ def write(rep, report_dir, repo_root=None) -> list:
                      for f, (a, m) in rep.families.items()},
         "claims": {k: {"title": c.title, "note": c.note, "figure": c.figure} for k, c in rep.claims.items()},
         "records": [c.as_record() for c in rep.records],
+        "side_by_side": [r.as_record() for r in rep.side_by_side],
     }
     jpath = out / "report.json"
     jpath.write_text(json.dumps(payload, indent=1, allow_nan=False))
@@ -357,6 +411,7 @@ def write(rep, report_dir, repo_root=None) -> list:
             md += ["", f"![{_label(claim.key)}]({rel(claim.figure)})"]
         md.append("")
         md += _evidence_md(recs)
+        md += _side_by_side_md([r for r in rep.side_by_side if r.claim == claim.key])
         power = [c for c in recs if c.is_power_check]
         if power:
             md += ["", "Power checks (theory perturbed on purpose; must be rejected): "

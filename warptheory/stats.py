@@ -65,6 +65,7 @@ def _st():
 __all__ = [
     "Check",
     "Limit",
+    "SideBySide",
     "SUITE_FALSE_ALARM_BUDGET",
     "FAMILY_BUDGET",
     "TARGET_POWER",
@@ -477,6 +478,60 @@ def make_limit(equation, quantity, form, params, theory, limit: Limit, *, family
     )
 
 
+# --------------------------------------------------------------------------- side by side with the paper
+@dataclass(frozen=True)
+class SideBySide:
+    """A theory prediction beside a categorical result of the paper (e.g. Table 1's "diverges"/accuracy).
+
+    Not a comparison with Monte-Carlo: no estimate, no standard error, no z, no threshold, and no
+    share of the false-alarm budget.  The prediction is turned into a stated ``call`` by a rule the
+    test names (e.g. "explodes" = growth above 10³ × the plain network's); ``agrees`` says whether the
+    call matches the paper's column and ``words`` says so in a sentence.  ``report.md`` renders the
+    rows of one ``table`` as a table under their ``claim``; ``report.json`` keeps them apart from the
+    checks, under ``"side_by_side"``.
+
+    Attributes
+    ----------
+    claim, table, row : str
+        The paper claim, the title of the side-by-side table, the row's label (e.g. ``"T1.3"``).
+    case : str
+        The configuration in the paper's words.
+    paper : str
+        The paper's entry, verbatim (``"diverges"``, ``"93.620%"``).
+    values : dict
+        Predicted numbers by name, in column order (non-finite values become strings in JSON).
+    call, words : str
+        The prediction's category, and the verdict in words.
+    agrees : bool
+    params : dict
+        JSON-able arguments of the prediction.
+
+    >>> row = SideBySide("§3.1", "Table 1", "T1.1", "γ=1", "diverges", {"growth": 1e54}, "explodes",
+    ...                  "agree: explodes at initialisation", True)
+    >>> row.as_record()["values"], row.kind
+    ({'growth': 1e+54}, 'side-by-side')
+    """
+
+    claim: str
+    table: str
+    row: str
+    case: str
+    paper: str
+    values: dict
+    call: str
+    words: str
+    agrees: bool
+    params: dict = field(default_factory=dict)
+    kind: str = "side-by-side"
+
+    def as_record(self) -> dict:
+        """JSON-able dict (non-finite values become strings, as in :meth:`Check.as_record`)."""
+        rec = asdict(self)
+        rec["values"] = {k: repr(v) if isinstance(v, float) and not math.isfinite(v) else v
+                         for k, v in self.values.items()}
+        return rec
+
+
 # --------------------------------------------------------------------------- seeds
 def _canonical(obj):
     """A JSON-able, order-independent image of a case: dataclasses, kernels, arrays, tuples."""
@@ -582,6 +637,7 @@ class ValidationReport:
         self.records: list[Check] = []
         self.claims: dict[str, Claim] = {}
         self.seeds = SeedBook()
+        self.side_by_side: list[SideBySide] = []  # no share of the budget
 
     def register_family(self, name: str, *, alpha: float, max_checks: int) -> None:
         """Declare a family; idempotent for identical arguments."""
@@ -653,6 +709,19 @@ class ValidationReport:
                          claim=claim, expected=expected)
         self.records.append(chk)
         return chk
+
+    def compare(self, claim, table, row, case, paper, values, call, words, *, agrees, params=None) -> SideBySide:
+        """Record one :class:`SideBySide` row (a prediction beside the paper's categorical column); no budget.
+
+        A row recorded twice in one table raises: the table would show it twice.
+        """
+        rec = SideBySide(claim=str(claim), table=str(table), row=str(row), case=str(case), paper=str(paper),
+                         values={str(k): float(v) for k, v in dict(values).items()}, call=str(call),
+                         words=str(words), agrees=bool(agrees), params=dict(params or {}))
+        if any((r.table, r.row) == (rec.table, rec.row) for r in self.side_by_side):
+            raise ValueError(f"row: {rec.row!r} is already in the side-by-side table {rec.table!r}")
+        self.side_by_side.append(rec)
+        return rec
 
     # ------------------------------------------------------------------ output
     def table(self) -> str:
