@@ -64,7 +64,7 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -576,6 +576,24 @@ class ResNetGrowth:
     params: dict
 
 
+# Φ_{a,b} by its series costs ≈ 10 ms and a SelfWarp gain ≈ 0.1 s; the blocks of one network repeat their σ_ε,
+# and networks that differ only in detach or the ε-gradient scale (Tables 1–2) share their whole stream
+@lru_cache(maxsize=4096)
+def _phi_memo(kern, s, a, b, derivative):
+    from .phifunctions import phi_ab
+
+    return phi_ab(kern, s, a, b, derivative)
+
+
+@lru_cache(maxsize=4096)
+def _selfwarp_gain_memo(kern, s, d, n, k, detach, pre_eps_norm, form):
+    if detach:  # the gain with the ε path, its cross and ε parts zeroed (as selfwarp_gain does)
+        full = _selfwarp_gain_memo(kern, s, d, n, k, False, pre_eps_norm, form)
+        return replace(full, backward=full.backward_direct + 0.0 + 0.0, backward_cross=0.0,
+                                   backward_eps=0.0, detach=True)
+    return selfwarp_gain(kern, s, d=d, channels=n, k=k, detach=False, pre_eps_norm=pre_eps_norm, form=form)
+
+
 def _relu_moments(mean, var):
     """Mean, second moment and P(z > 0) of ReLU(z), z ~ N(mean, var)."""
     from scipy import stats
@@ -625,8 +643,6 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     >>> zero.growth == zero.baseline        # ε = 0: every warp is the identity
     True
     """
-    from .phifunctions import phi_ab
-
     kern = get_kernel(kernel)
     if eps_init not in EPS_INITS:
         raise ValueError(f"eps_init: expected one of {EPS_INITS}, got {eps_init!r}")
@@ -639,22 +655,12 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     blocks = [n for n, count in stages for _ in range(count)]
     factors, baseline, sig, stream = [], [], [], []
     mean, var = 0.0, gamma * gamma  # pre-activation of the stream entering block 1: the stem's BN output
-    cache: dict = {}
 
-    phi_values: dict = {}
-
-    def phi(s, a, b, derivative=False):  # Φ_{a,b} by its series costs ≈ 10 ms; the blocks repeat their σ_ε
-        key = (s, a, b, derivative)
-        if key not in phi_values:
-            phi_values[key] = phi_ab(kern, s, a, b, derivative)
-        return phi_values[key]
+    def phi(s, a, b, derivative=False):
+        return _phi_memo(kern, s, a, b, derivative)
 
     def gain(s, n):
-        key = (s, n)
-        if key not in cache:
-            cache[key] = selfwarp_gain(kern, s, d=d, channels=n, k=k, detach=detach, pre_eps_norm=pre_eps_norm,
-                                       form=form)
-        return cache[key]
+        return _selfwarp_gain_memo(kern, s, d, n, k, detach, pre_eps_norm, form)
 
     relu_var = 0.5 - 0.5 / math.pi  # variance of ReLU(z), z ~ N(0, 1): the input of conv₂ is γ·ReLU(z)
     for n in blocks:
