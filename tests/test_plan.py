@@ -305,6 +305,21 @@ def test_release_scratch():
         assert a.tobytes() == b.tobytes()
 
 
+
+@pytest.mark.parametrize("kernel, stores_slopes", [("tri", False), ("rect", False), ("cos", True), ("hann", True)])
+def test_constant_slope_kernels_store_no_slope_taps(kernel, stores_slopes):
+    """Piecewise-linear kernels (φ' constant on each tap) keep two constants instead of a φ' array
+    the size of the positions; a planted constant-slope claim for cos would change its grad_eps."""
+    x, eps, g = random_problem(7, 2, np.float64, batch=2, channels=3, spatial=(9, 8))
+    plan = wt.warp_plan(eps, kernel, "zeros")
+    grads = plan.backward(x, g)
+    slope_taps = plan._taps.taps[3]
+    positions = eps.shape[0] * int(np.prod(eps.shape[2:]))
+    assert (slope_taps.size >= positions) == stores_slopes, slope_taps.shape
+    for a, b in zip(grads, wt.warp_backward(x, eps, g, kernel, "zeros")):
+        assert a.tobytes() == b.tobytes()
+
+
 _MIRROR_SOURCE = r"""
 #define WT_HD
 WT_HD inline double wt_phi_value(double t) { return t; }

@@ -4,7 +4,11 @@ Limits of the theory (σ_ε → 0, detach, the wide limit), every numerically co
 independent route (scipy quadrature, heat-equation identities, brute-force traces, adjoints), bad input,
 and the ``warptheory stability`` command.
 """
+import dataclasses
+import inspect
+import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -14,8 +18,9 @@ from scipy import integrate, special, stats
 from warptheory import moments, phi_ab
 from warptheory.cli import main
 from warptheory.kernels import T, kernel_from_sympy, on_support
+from warptheory import _radial
 from warptheory.stability import (TABLE1, axis_sums, resnet_gradient_growth, selfwarp_gain, stack_gain,
-                                  _tau_rule)
+                                  _gamma_tau_rule)
 from warptheory.stability_montecarlo import (SampledBlock, _batch_norm, _batch_norm_backward, build_resnet_blocks,
                                              eps_conv, eps_conv_transpose, resnet_gradient_growth_mc, selfwarp_gain_mc,
                                              stack_gain_mc)
@@ -152,7 +157,7 @@ def test_axis_sums_heat_equation(kernel):
 @pytest.mark.parametrize("p,kurtosis", [(1, 3.0), (4, 3.0), (36, 3.0), (4, 1.8), (4, 6.0), (2, 6.0)])
 def test_tau_rule_moments(p, kurtosis):
     """The τ rule integrates E[τ] = 1, E[τ²] = 1 + (κ−1)/p and E[√τ] (Gamma law) exactly."""
-    u, w = _tau_rule(p, kurtosis)
+    u, w = _gamma_tau_rule(p, kurtosis)
     shape = p / (kurtosis - 1)
     assert np.sum(w * u ** 2) == pytest.approx(1.0, rel=1e-12)
     assert np.sum(w * u ** 4) == pytest.approx(1 + (kurtosis - 1) / p, rel=1e-11)
@@ -179,6 +184,127 @@ def test_gains_against_scipy_quad_over_tau():
 
     for j, field in enumerate(("forward", "backward_direct", "backward_cross", "backward_eps")):
         assert getattr(g, field) == pytest.approx(part(j), rel=1e-8), field
+
+
+# ----------------------------------------------------------------------------- the exact law of τ
+def _sum_of_squares_moments(law, p, order):
+    """E[(S_p/p)^n], n ≤ ``order``, exactly (fractions): the p-th power of the moment series of x²."""
+    from fractions import Fraction
+    from math import factorial
+
+    def x2_moment(j):  # E x^{2j} at unit variance
+        return {"uniform": Fraction(3 ** j, 2 * j + 1), "laplace": Fraction(factorial(2 * j), 2 ** j),
+                "gaussian": Fraction(factorial(2 * j), 2 ** j * factorial(j))}[law]
+
+    series = [x2_moment(j) / factorial(j) for j in range(order + 1)]
+    power = [Fraction(1)] + [Fraction(0)] * order
+    for _ in range(p):
+        power = [sum(power[i] * series[n - i] for i in range(n + 1)) for n in range(order + 1)]
+    return [float(power[n] * factorial(n) / p ** n) for n in range(order + 1)]
+
+
+@pytest.mark.parametrize("law", _radial.LAWS)
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 7, 32])
+def test_exact_tau_rule_against_exact_moments(law, p):
+    """E[τ^n], n ≤ 4, of the sum-of-squares rule against the exact moments (rational arithmetic).
+
+    Tolerance: integrated, the tables are good to ≈ 1e-10 (20 Chebyshev points a panel), and the rule
+    drops 1e-16 of mass per tail; beyond the Laplace law's upper 1e-16 quantile (τ ≈ 700 at p = 1) that
+    mass carries ≈ 700ⁿ·1e-16 of E τⁿ, hence 1e-7 for n ≥ 3 there (the gains grow no faster than τ)."""
+    u, w = _radial.tau_rule(law, p)
+    exact = _sum_of_squares_moments(law, p, 4)
+    assert np.sum(w) == pytest.approx(1.0, abs=1e-14)
+    for n in range(1, 5):
+        tol = 1e-7 if law == "laplace" and n >= 3 else 1e-9
+        assert np.sum(w * u ** (2 * n)) == pytest.approx(exact[n], rel=tol), n
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 8, 16])
+def test_sum_of_squares_recursion_gives_chi2_for_gaussian_x(m):
+    """The polar combination rule run on Gaussian x reproduces the χ²_m density (k_m = e^{−r²/2}/(2^{m/2}Γ(m/2)))."""
+    r = np.linspace(0.2, 2.0 * math.sqrt(m), 97)
+    chi2 = np.exp(-0.5 * r * r - 0.5 * m * math.log(2.0) - special.gammaln(0.5 * m))
+    assert _radial.factor("gaussian", m).value(r) == pytest.approx(chi2, rel=1e-9)
+
+
+def test_sum_of_squares_density_against_mpmath():
+    """ρ_{S_p}(t) = t^{p/2−1} k_p(√t) against mpmath convolutions of the densities of x² (30 digits).
+
+    Generator: ρ_ξ(a) = g(√a)/√a for ξ = x²; ρ_{S_2} = ρ_ξ * ρ_ξ and ρ_{S_4} = ρ_{S_2} * ρ_{S_2} by
+    ``mpmath.quad`` split at the kinks (uniform: a = 3, 6 and t − 3, t − 6).  Tolerance: the tables
+    accuracy (20 points a panel, 20-node φ pieces; 16 and 12 give ≈ 1e-7 next to a breakpoint of the
+    uniform law)."""
+    import mpmath
+
+    mpmath.mp.dps = 30
+
+    def rho_x2(law, a):
+        if law == "uniform":
+            return 1 / (2 * mpmath.sqrt(3 * a)) if a < 3 else mpmath.mpf(0)
+        return mpmath.exp(-mpmath.sqrt(2 * a)) / mpmath.sqrt(2 * a)
+
+    def conv(f, g, t, kinks):
+        pts = sorted({mpmath.mpf(0), t, *[k for k in kinks if 0 < k < t]})
+        return mpmath.quad(lambda a: f(a) * g(t - a), pts)
+
+    for law in ("uniform", "laplace"):
+        kinks = (lambda t: [3, 6, t - 3, t - 6]) if law == "uniform" else (lambda t: [])
+        rho2 = lambda t, law=law: conv(lambda a: rho_x2(law, a), lambda a: rho_x2(law, a), t, kinks(t))
+        for t in (0.5, 2.0, 4.0, 7.5):
+            mine = _radial.factor(law, 2).value(math.sqrt(t))
+            assert float(mine) == pytest.approx(float(rho2(mpmath.mpf(t))), rel=1e-9), (law, t)
+        if law == "uniform":  # ρ_{S_2} in closed form, so the S_4 convolution stays one-dimensional
+            rho2 = lambda t: mpmath.pi / 12 if t <= 3 else (
+                (mpmath.pi - 4 * mpmath.acos(mpmath.sqrt(3 / t))) / 12 if t <= 6 else mpmath.mpf(0))
+            for t in (2.0, 4.0, 7.5, 10.0):
+                ref = conv(rho2, rho2, mpmath.mpf(t), [3, 6, t - 3, t - 6])
+                assert t * float(_radial.factor(law, 4).value(math.sqrt(t))) == pytest.approx(float(ref), rel=1e-9)
+
+
+def test_exact_gains_for_uniform_x_against_scipy_quad_over_tau():
+    """Independent integrator: scipy.quad of the integrands against ρ_τ of uniform x at p = 4, itself a
+    scipy.quad convolution of the closed-form ρ_{S_2} (not the tables)."""
+    from warptheory.kernels import get_kernel
+    from warptheory.stability import _axis_sums_flat, _gains_at_scale
+
+    kern, s_eps, p = get_kernel("tri"), 0.5, 4
+    g = selfwarp_gain(kern, s_eps, d=1, channels=p, k=1, kurtosis=1.8)
+
+    def rho2(t):
+        if t <= 3:
+            return math.pi / 12
+        return (math.pi - 4 * math.acos(math.sqrt(3 / t))) / 12 if t <= 6 else 0.0
+
+    def rho_tau(tau):  # τ = S_4 / 4
+        t = p * tau
+        pts = sorted({x for x in (3.0, 6.0, t - 3.0, t - 6.0) if 0 < x < t})
+        return p * integrate.quad(lambda a: rho2(a) * rho2(t - a), 0, t, points=pts or None, limit=200,
+                                  epsabs=0, epsrel=1e-12)[0]
+
+    def parts(tau):  # the four integrands at once
+        s = np.array([s_eps * math.sqrt(tau)])
+        sums = _axis_sums_flat(kern, s, 0)
+        return np.array([v[0] for v in _gains_at_scale(sums, 1, s, s_eps, p, np.array([tau]))]) * rho_tau(tau)
+
+    # τ ≤ 3 (x² ≤ 3); ρ_τ has kinks where S_4 = 4τ crosses 3, 6, 9
+    ref = sum(integrate.quad_vec(parts, a, b, epsabs=0, epsrel=1e-10)[0]
+              for a, b in zip((0, 0.75, 1.5, 2.25), (0.75, 1.5, 2.25, 3.0)))
+    for j, field in enumerate(("forward", "backward_direct", "backward_cross", "backward_eps")):
+        assert getattr(g, field) == pytest.approx(ref[j], rel=1e-8), field
+
+
+def test_gamma_tau_form_is_the_first_version_and_exact_form_needs_a_known_law():
+    """``gamma-tau`` equals ``exact`` for Gaussian x (χ²_p/p is a Gamma law), differs at O(p⁻²) otherwise,
+    and is the only form for a kurtosis without a named law."""
+    shape = dict(d=1, channels=4, k=1)
+    assert selfwarp_gain("tri", 0.5, **shape, form="gamma-tau") == \
+        dataclasses.replace(selfwarp_gain("tri", 0.5, **shape), form="gamma-tau")
+    gaps = {p: abs(selfwarp_gain("tri", 0.5, d=1, channels=p, k=1, kurtosis=6.0, form="gamma-tau").forward
+                   / selfwarp_gain("tri", 0.5, d=1, channels=p, k=1, kurtosis=6.0).forward - 1) for p in (8, 16)}
+    assert 2.5 < gaps[8] / gaps[16] < 6, gaps  # O(p⁻²): ×4 per doubling of p, give or take O(p⁻³)
+    assert selfwarp_gain("tri", 0.5, **shape, kurtosis=4.0, form="gamma-tau").forward > 0
+    with pytest.raises(ValueError, match="kurtosis"):
+        selfwarp_gain("tri", 0.5, **shape, kurtosis=4.0)
 
 
 # ----------------------------------------------------------------------------- the Monte-Carlo twin
@@ -285,12 +411,16 @@ def test_resnet_zero_init_is_the_plain_resnet_for_every_table1_row():
 
 
 def test_resnet_fan_in_explodes_only_with_full_gradients_and_gamma_one():
+    """Against the plain BN-ResNet of the same depth (every σ_ε = 0): exactly the γ = 1, full-gradient rows
+    have a per-block excess (growth/baseline)^{1/B} above 2 — their ε paths at least double every block's
+    gradient gain, so the excess compounds as 2^B or faster; the other rows stay below it (γ = 0.1 puts the
+    ε path's σ_ε² at 1 %; detaching removes it)."""
     resnet20 = ((16, 3), (32, 3), (64, 3))  # the pattern holds for any depth; 9 blocks keep the test short
-    growth = {(pre, gamma, det): resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre, detach=det,
-                                                        stages=resnet20).growth
-              for pre, gamma, det, _ in TABLE1}
-    for (pre, gamma, det), value in growth.items():
-        assert (value > 1e6) == (gamma == 1.0 and not det), (pre, gamma, det, value)
+    blocks = sum(count for _, count in resnet20)
+    for pre, gamma, det, _ in TABLE1:
+        r = resnet_gradient_growth(gamma=gamma, pre_eps_norm=pre, detach=det, stages=resnet20)
+        excess = (r.growth / r.baseline) ** (1.0 / blocks)
+        assert (excess > 2.0) == (gamma == 1.0 and not det), (pre, gamma, det, excess)
 
 
 def test_resnet_skip_warps_each_warp_damps_the_skip():
@@ -452,3 +582,63 @@ def test_cli_stability_bad_input_one_line_exit_2(argv, fragment, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- verdict (e) in the default report
+from warptheory.stats import ValidationReport  # noqa: E402
+
+@pytest.fixture(scope="module")
+def validation_stability():
+    """validation/test_stability.py as a module (it imports its siblings from validation/)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "validation"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("_validation_test_stability", folder / "test_stability.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def _stub_growth(growths):
+    """resnet_gradient_growth stand-in: the rows' growths in order, baseline 1 (the recording, not the theory)."""
+    values = iter(growths)
+
+    def growth_of(**_):
+        return types.SimpleNamespace(growth=next(values), baseline=1.0)
+    return growth_of
+
+
+def test_verdict_e_side_by_side_records_the_fifteen_rows_in_the_default_report(validation_stability, tmp_path):
+    vs = validation_stability
+    rep = ValidationReport()
+    growths = [1e4 if paper == "diverges" else 10.0 for _, paper in vs.table_rows().values()]
+    rows = vs.record_verdict_e_side_by_side(rep, growth_of=_stub_growth(growths))
+    assert [r.row for r in rows] == [f"T1.{i}" for i in range(1, 9)] + [f"T2.{i}" for i in range(1, 8)]
+    assert all(r.agrees and r.call == ("explodes" if r.paper == "diverges" else "no explosion") for r in rows)
+    assert not rep.records and not rep.families  # side by side: no check, no share of the budget
+    md, js = rep.write(tmp_path, repo_root=tmp_path)
+    assert sum(line.startswith("| T") for line in md.read_text().splitlines()) == 15
+    assert len(json.loads(js.read_text())["side_by_side"]) == 15
+    # the default run records them: the test is not skipped without --thorough
+    assert "sample_factor" not in inspect.signature(vs.test_stability_verdict_e_side_by_side).parameters
+
+
+def test_verdict_e_words_follow_the_paper_column(validation_stability):
+    """Planted change: flipping one row's paper column flips its verdict and its words."""
+    vs = validation_stability
+    rows = dict(vs.table_rows())
+    cfg, paper = rows["T1.7"]
+    assert paper == "93.620%"
+    growth = [1e5]  # ×1e5 the plain network's: explodes at initialisation
+    before = vs.record_verdict_e_side_by_side(ValidationReport(), {"T1.7": (cfg, paper)}, _stub_growth(growth))[0]
+    after = vs.record_verdict_e_side_by_side(ValidationReport(), {"T1.7": (cfg, "diverges")}, _stub_growth(growth))[0]
+    assert (before.agrees, before.words) == (False, "disagree: explodes at initialisation yet trains")
+    assert (after.agrees, after.words) == (True, "agree: explodes at initialisation")
+    assert vs.verdict_e_words(10.0, 1.0, "diverges").startswith("disagree at init: no explosion")
+    assert vs.verdict_e_words(10.0, 1.0, "93.620%") == "agree: no explosion, trains"

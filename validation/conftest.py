@@ -144,7 +144,7 @@ def sample_factor(request) -> int:
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rep = getattr(config, "_warptheory_report", None)
-    if rep is None or not rep.records:
+    if rep is None or not (rep.records or rep.side_by_side):
         return
     terminalreporter.section("warptheory validation report")
     terminalreporter.write_line(rep.screen(getattr(config, "_warptheory_report_paths", ())))
@@ -152,7 +152,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def pytest_sessionfinish(session, exitstatus):
     rep = getattr(session.config, "_warptheory_report", None)
-    if rep is None or not rep.records:
+    if rep is None or not (rep.records or rep.side_by_side):
         return
     out = pathlib.Path(session.config.getoption("--report-dir"))
     if not out.is_absolute():

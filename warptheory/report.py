@@ -7,7 +7,10 @@ largest relative bound (deterministic limits), the resolution (the relative erro
 weakest record detects with 99 % power, or for certain), and where the note and figure are;
 then every disagreement with the paper, with the paper's value, the exact value and the
 estimate.  ``report.md`` has one section per claim — verdict, evidence table, figure, note —
-then the families and the full per-check table; ``report.json`` keeps every record.
+then the families and the full per-check table; ``report.json`` keeps every record.  Side-by-side
+rows (:class:`warptheory.stats.SideBySide`: a theory prediction beside a categorical column of the
+paper, no SE, no z, no budget) become a table under their claim, and the screen lists the rows where
+prediction and paper disagree.
 
 >>> from warptheory.stats import ValidationReport
 >>> rep = ValidationReport()
@@ -26,6 +29,8 @@ import json
 import math
 import os
 import pathlib
+
+from .stats import EXACT_FORMS
 
 __all__ = ["claim_verdict", "screen", "write", "check_table", "by_equation", "SCREEN_LINES"]
 
@@ -49,7 +54,7 @@ def _params_text(params: dict) -> str:
 
 
 def _asserting(c) -> bool:
-    return c.expected == "agrees" or (c.expected == "" and c.form != "paper" and not c.is_power_check)
+    return c.expected == "agrees" or (c.expected == "" and c.form in EXACT_FORMS and not c.is_power_check)
 
 
 def _theory_record(c) -> bool:
@@ -64,6 +69,8 @@ def unexpected(records) -> list:
 
 def claim_verdict(records) -> str:
     """The verdict of one claim, in words, from its records (power checks aside)."""
+    if not records:
+        return "no checks (side by side with the paper only)"
     recs = [c for c in records if not c.is_power_check]
     if not recs:
         return "power checks only"
@@ -76,6 +83,10 @@ def claim_verdict(records) -> str:
     if paper and not p_dis:
         same = all(c.form == "paper=exact" for c in paper)
         return prefix + ("holds (paper = exact)" if same else "holds")
+    if not paper and not exact:  # model forms only (e.g. §3.1 depth's per-block product)
+        n_dis = sum(c.verdict == "disagrees" for c in recs)
+        forms = "/".join(sorted({c.form for c in recs}))
+        return prefix + f"{forms}: agrees in {len(recs) - n_dis} of {len(recs)}"
     if not paper:
         text = "holds" if not e_dis else f"fails ({len(e_dis)} of {len(exact)} checks disagree)"
         return prefix + text
@@ -109,6 +120,8 @@ def _claim_groups(rep):
     groups: dict = {}
     for c in rep.records:
         groups.setdefault(c.claim or c.equation, []).append(c)
+    for row in rep.side_by_side:  # a claim with side-by-side rows only still gets its section
+        groups.setdefault(row.claim, [])
     from .stats import Claim
 
     claims = [rep.claims.get(k) or Claim(key=k, title=f"eq {k}") for k in groups]
@@ -145,6 +158,49 @@ def _disagreements(rep):
                 return abs(p.z) if p.z is not None else abs(p.estimate - p.theory) / max(p.bound or 1e-300, 1e-300)
             worst = max(items, key=size)
             out.append((claim, quantity, len(items), worst[0], worst[1]))
+    return out
+
+
+def _tables(rows) -> dict:
+    """Side-by-side rows (:class:`warptheory.stats.SideBySide`) by table title, in record order."""
+    tables: dict = {}
+    for r in rows:
+        tables.setdefault(r.table, []).append(r)
+    return tables
+
+
+def _side_by_side_screen(rep, max_rows=8) -> list:
+    """Screen lines: per side-by-side table, how many rows agree, then the rows that disagree."""
+    lines = []
+    for title, rows in _tables(rep.side_by_side).items():
+        bad = [r for r in rows if not r.agrees]
+        lines.append(f"Side by side with the paper, {_label(rows[0].claim)} {title}: {len(rows) - len(bad)} of "
+                     f"{len(rows)} agree (a prediction vs the paper's column, no z)")
+        for r in bad[:max_rows]:
+            vals = ", ".join(f"{k} {_fmt(v, 3)}" for k, v in r.values.items())
+            lines.append(f"  {r.row} {r.case}: paper {r.paper}; {vals} → {r.words}")
+        if len(bad) > max_rows:
+            lines.append(f"  … {len(bad) - max_rows} more in report.md")
+    return lines
+
+
+def _side_by_side_md(rows) -> list:
+    """``report.md`` tables of a claim's side-by-side rows (columns: the rows' ``values``)."""
+    out = []
+    for title, group in _tables(rows).items():
+        names = list(dict.fromkeys(k for r in group for k in r.values))
+        n_dis = sum(not r.agrees for r in group)
+        out += ["", f"**Side by side with the paper: {_md_escape(title)}** — a theory prediction beside the "
+                f"paper's categorical column, not a Monte-Carlo comparison (no SE, no z, no share of the "
+                f"false-alarm budget). {len(group) - n_dis} of {len(group)} rows agree; {n_dis} disagree "
+                f"(marked **✗**).", "",
+                "| row | configuration | paper | " + " | ".join(map(_md_escape, names)) + " | call | verdict |",
+                "|---" * (len(names) + 5) + "|"]
+        for r in group:
+            vals = " | ".join(_fmt(r.values[k], 3) if k in r.values else "—" for k in names)
+            mark = "" if r.agrees else "**✗** "
+            out.append(f"| {_md_escape(r.row)} | {_md_escape(r.case)} | {_md_escape(r.paper)} | {vals} | "
+                       f"{_md_escape(r.call)} | {mark}{_md_escape(r.words)} |")
     return out
 
 
@@ -193,6 +249,9 @@ def screen(rep, paths=()) -> str:
                          f"{_fmt(paper.theory, 5)} | {ex} | {_estimate_text(paper)} ({stat})")
         if len(dis) > _MAX_DISAGREEMENT_LINES:
             lines.append(f"  … {len(dis) - _MAX_DISAGREEMENT_LINES} more in report.md")
+    if rep.side_by_side:
+        lines.append("")
+        lines += _side_by_side_screen(rep)
     power = [c for c in rep.records if c.is_power_check]
     if power:
         fams: dict = {}
@@ -266,8 +325,12 @@ def _evidence_md(records, max_rows=40):
         any_c = next(iter(row.values()))
         (det_rows if any_c.kind == "deterministic" else stat_rows).append(row)
 
+    def other(row):  # the paper's record, or else a model form's (per-block product, gamma-tau)
+        return row.get("paper") or row.get("paper=exact") or next(
+            (c for f, c in row.items() if f not in EXACT_FORMS), None)
+
     def order(row):
-        c = row.get("paper") or row.get("paper=exact") or row.get("exact")
+        c = other(row) or row.get("exact")
         return (c.verdict != "disagrees", -(abs(c.z) if c.z is not None else 0.0))
 
     out = []
@@ -276,11 +339,13 @@ def _evidence_md(records, max_rows=40):
         out += ["| quantity | case | paper | exact | estimate ± SE | z paper | z exact | resolution |",
                 "|---|---|---|---|---|---|---|---|"]
         for row in stat_rows[:max_rows]:
-            p = row.get("paper") or row.get("paper=exact")
+            p = other(row)
             e = row.get("exact") or row.get("paper=exact")
             c = p or e
+            label = f" ({p.form})" if p is not None and p.form not in ("paper", "paper=exact") else ""
             out.append(
-                f"| {_md_escape(c.quantity)} | {_md_escape(_case_text(c))} | {_fmt(p.theory) if p else '—'} | "
+                f"| {_md_escape(c.quantity)} | {_md_escape(_case_text(c))} | "
+                f"{_fmt(p.theory) + label if p else '—'} | "
                 f"{_fmt(e.theory) if e else '—'} | {_estimate_text(c)} | "
                 f"{f'{p.z:+.2f} ({p.verdict})' if p else '—'} | {f'{e.z:+.2f} ({e.verdict})' if e else '—'} | "
                 f"{100 * c.resolution:.2g} % |")
@@ -292,7 +357,7 @@ def _evidence_md(records, max_rows=40):
                 "| quantity | case | paper | exact | limit ± bound | order | verdict paper | verdict exact |",
                 "|---|---|---|---|---|---|---|---|"]
         for row in det_rows[:max_rows]:
-            p = row.get("paper") or row.get("paper=exact")
+            p = other(row)
             e = row.get("exact") or row.get("paper=exact")
             c = p or e
             order_text = f"{c.order:.2f}" if c.order is not None and math.isfinite(c.order) else "—"
@@ -316,6 +381,7 @@ def write(rep, report_dir, repo_root=None) -> list:
                      for f, (a, m) in rep.families.items()},
         "claims": {k: {"title": c.title, "note": c.note, "figure": c.figure} for k, c in rep.claims.items()},
         "records": [c.as_record() for c in rep.records],
+        "side_by_side": [r.as_record() for r in rep.side_by_side],
     }
     jpath = out / "report.json"
     jpath.write_text(json.dumps(payload, indent=1, allow_nan=False))
@@ -345,6 +411,7 @@ def write(rep, report_dir, repo_root=None) -> list:
             md += ["", f"![{_label(claim.key)}]({rel(claim.figure)})"]
         md.append("")
         md += _evidence_md(recs)
+        md += _side_by_side_md([r for r in rep.side_by_side if r.claim == claim.key])
         power = [c for c in recs if c.is_power_check]
         if power:
             md += ["", "Power checks (theory perturbed on purpose; must be rejected): "

@@ -36,8 +36,9 @@ with :math:`s^4 T_R = d\,v_R P_R^{d-1} + d(d-1)\,q_R^2 P_R^{d-2}` (:func:`_gains
 :math:`P' = \sum_m \mathbb E[\varphi'(m+\varepsilon)^2]` (Φ'_{2,1} on ℤ),
 :math:`q = \sum_m \mathbb E[\varepsilon\,\varphi\varphi'(m+\varepsilon)]` and
 :math:`v = \sum_m \mathbb E[(\varepsilon^2 - s^2)\,\varphi'(m+\varepsilon)^2]`, all at ε ~ N(0, s²).
-τ is χ²_p/p for Gaussian x (exact); for another kurtosis κ it is the Gamma law with the exact
-mean 1 and variance (κ−1)/p (error O(p⁻²)).
+τ is χ²_p/p for Gaussian x; for uniform and Laplace x it is the law of a sum of p squares
+(:mod:`warptheory._radial`); ``form="gamma-tau"`` gives it instead the Gamma law with the exact mean 1
+and variance (κ−1)/p (error O(p⁻²)).
 
 ``form="paper"`` is §3.1 read with eqs 5, 7 and 8 and ε independent of x (the p → ∞ limit):
 forward = direct = Φ_{2,1}^d, cross = 0, eps = d σ_ε² Φ'_{2,1} Φ_{2,1}^{d−1}.
@@ -63,7 +64,7 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -74,8 +75,16 @@ __all__ = ["SelfWarpGain", "selfwarp_gain", "StackGain", "stack_gain", "ResNetGr
            "TABLE1", "TABLE2", "axis_sums", "FORMS", "resnet_growth_at_depths"]
 
 #: ``exact``: the derivation of ``paper_notes/s03_1_stability.md``; ``paper``: eqs 5, 7, 8 composed
-#: with ε independent of x; ``montecarlo``: records from :mod:`warptheory.stability_montecarlo`.
-FORMS = ("exact", "paper")
+#: with ε independent of x; ``gamma-tau``: the exact form with τ given the Gamma law of its exact mean and
+#: variance (the first version for non-Gaussian x: off by O(p⁻²), 2.6 % at p = 4 for Laplace x);
+#: ``montecarlo``: records from :mod:`warptheory.stability_montecarlo`.
+FORMS = ("exact", "paper", "gamma-tau")
+#: kurtosis of x → its law in the exact form (and in the Monte-Carlo twin): τ's law is that of ‖x‖²/p
+INPUT_LAWS = {3.0: "gaussian", 1.8: "uniform", 6.0: "laplace", 1.0: "rademacher"}
+#: above this fan-in p the exact form gives τ of uniform / Laplace x the Gamma law (error O(p⁻²): at p = 64
+#: ≤ 4e-4 of a gain, Laplace forward, ×≈ 1/3.4 per doubling of p; the note's "The law of τ"); up to it, the
+#: exact law (:mod:`warptheory._radial`, ≈ 2 s at p = 64)
+EXACT_LAW_MAX_FANIN = 64
 
 _GAUSS_SPAN = 10.0  # ε integrated over ±10 s: the Gaussian mass outside is 1.5e-23
 # Gauss–Legendre nodes per ε panel (panels are ≤ 1 pixel or ≤ 10 s long) and the τ rule (panels × nodes):
@@ -170,7 +179,8 @@ def check_arguments(kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kur
 
 
 # ----------------------------------------------------------------------------- per-axis sums
-def _kernel_has_infinite_slope_energy(kern: Kernel) -> bool:
+@lru_cache(maxsize=64)
+def _kernel_has_infinite_slope_energy(kern: Kernel) -> bool:  # cached: Φ'_{2,1} by quadrature costs ≈ 10 ms
     from .phifunctions import phi_ab
 
     return not math.isfinite(phi_ab(kern, 1.0, 2, 1, True))
@@ -269,11 +279,25 @@ def _axis_sums_flat(kern: Kernel, s: np.ndarray, h: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- the law of τ
-def _tau_rule(p: int, kurtosis: float):
+def _exact_tau_rule(p: int, kurtosis: float):
+    """Nodes and weights in u = √τ for E_τ[·] under the exact law of τ = ‖x_window‖²/(p σ_x²).
+
+    Gaussian x: χ²_p/p (:func:`_gamma_tau_rule`, shape p/2); x = ±σ: τ ≡ 1; uniform and Laplace x: the
+    law of a sum of p squares (:func:`warptheory._radial.tau_rule`), for p ≤ :data:`EXACT_LAW_MAX_FANIN`.
+    """
+    law = INPUT_LAWS[kurtosis]
+    if law in ("gaussian", "rademacher") or p > EXACT_LAW_MAX_FANIN:
+        return _gamma_tau_rule(p, kurtosis)
+    from ._radial import tau_rule
+
+    return tau_rule(law, p)
+
+
+def _gamma_tau_rule(p: int, kurtosis: float):
     """Nodes and weights in u = √τ for E_τ[·]; τ ~ Gamma(shape p/(κ−1), mean 1).
 
     For κ = 3 this is χ²_p/p, the exact law of ‖x_window‖²/(p σ_x²) for Gaussian x.  κ = 1 (x = ±σ)
-    makes τ ≡ 1.
+    makes τ ≡ 1.  For other laws it matches τ's mean and variance only (form ``"gamma-tau"``).
     """
     if kurtosis == 1.0:
         return np.array([1.0]), np.array([1.0])
@@ -365,10 +389,13 @@ def selfwarp_gain(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_ep
         batch norm's own Jacobian terms are O(1/M) for M samples per channel); it makes σ_ε
         independent of σ_x, which matters through depth (:func:`warptheory.stability` note).
     kurtosis : float
-        E x⁴/σ_x⁴ of the IID inputs (3: Gaussian, exact).  Enters through the law of τ.
-    form : {"exact", "paper"}
-        ``"exact"``: our derivation (finite N k^d, correlations of ε with x); ``"paper"``: eqs 5, 7, 8
-        with ε independent of x and Gaussian.
+        E x⁴/σ_x⁴ of the IID inputs; it names their law (:data:`INPUT_LAWS`: 3 Gaussian, 1.8 uniform,
+        6 Laplace, 1 ±σ), which enters through the law of τ.
+    form : {"exact", "paper", "gamma-tau"}
+        ``"exact"``: our derivation (finite N k^d, correlations of ε with x, the exact law of τ);
+        ``"paper"``: eqs 5, 7, 8 with ε independent of x and Gaussian; ``"gamma-tau"``: the exact form
+        with τ given the Gamma law of its exact mean and variance (any kurtosis ≥ 1; error O(p⁻²) for
+        non-Gaussian x, kept as the record of the first version).
 
     Returns
     -------
@@ -392,6 +419,9 @@ def selfwarp_gain(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_ep
         kernel, sigma_eps, d, channels, k, detach, pre_eps_norm, kurtosis)
     if form not in FORMS:
         raise ValueError(f"form: expected one of {', '.join(map(repr, FORMS))}, got {form!r}")
+    if form == "exact" and kurt not in INPUT_LAWS:
+        raise ValueError(f"kurtosis: the exact form knows the laws of Gaussian (3), uniform (1.8), Laplace (6) "
+                         f"and ±1 (1) inputs, got {kurtosis!r}; form='gamma-tau' takes any kurtosis >= 1")
     p = n * k ** d
     if s_eps == 0.0:
         values = (1.0, 1.0, 0.0, 0.0)
@@ -402,7 +432,7 @@ def selfwarp_gain(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre_ep
         dp21 = phi_ab(kern, s_eps, 2, 1, True)
         values = (p21 ** d, p21 ** d, 0.0, d * s_eps ** 2 * dp21 * p21 ** (d - 1))
     else:
-        u, wu = _tau_rule(p, kurt)
+        u, wu = _exact_tau_rule(p, kurt) if form == "exact" else _gamma_tau_rule(p, kurt)
         s = s_eps * u
         sums = _axis_sums_flat(kern, s, (k - 1) // 2)
         parts = _gains_at_scale(sums, d, s, s_eps, p, u * u)
@@ -546,6 +576,24 @@ class ResNetGrowth:
     params: dict
 
 
+# Φ_{a,b} by its series costs ≈ 10 ms and a SelfWarp gain ≈ 0.1 s; the blocks of one network repeat their σ_ε,
+# and networks that differ only in detach or the ε-gradient scale (Tables 1–2) share their whole stream
+@lru_cache(maxsize=4096)
+def _phi_memo(kern, s, a, b, derivative):
+    from .phifunctions import phi_ab
+
+    return phi_ab(kern, s, a, b, derivative)
+
+
+@lru_cache(maxsize=4096)
+def _selfwarp_gain_memo(kern, s, d, n, k, detach, pre_eps_norm, form):
+    if detach:  # the gain with the ε path, its cross and ε parts zeroed (as selfwarp_gain does)
+        full = _selfwarp_gain_memo(kern, s, d, n, k, False, pre_eps_norm, form)
+        return replace(full, backward=full.backward_direct + 0.0 + 0.0, backward_cross=0.0,
+                                   backward_eps=0.0, detach=True)
+    return selfwarp_gain(kern, s, d=d, channels=n, k=k, detach=False, pre_eps_norm=pre_eps_norm, form=form)
+
+
 def _relu_moments(mean, var):
     """Mean, second moment and P(z > 0) of ReLU(z), z ~ N(mean, var)."""
     from scipy import stats
@@ -595,8 +643,6 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     >>> zero.growth == zero.baseline        # ε = 0: every warp is the identity
     True
     """
-    from .phifunctions import phi_ab
-
     kern = get_kernel(kernel)
     if eps_init not in EPS_INITS:
         raise ValueError(f"eps_init: expected one of {EPS_INITS}, got {eps_init!r}")
@@ -609,14 +655,12 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
     blocks = [n for n, count in stages for _ in range(count)]
     factors, baseline, sig, stream = [], [], [], []
     mean, var = 0.0, gamma * gamma  # pre-activation of the stream entering block 1: the stem's BN output
-    cache: dict = {}
+
+    def phi(s, a, b, derivative=False):
+        return _phi_memo(kern, s, a, b, derivative)
 
     def gain(s, n):
-        key = (s, n)
-        if key not in cache:
-            cache[key] = selfwarp_gain(kern, s, d=d, channels=n, k=k, detach=detach, pre_eps_norm=pre_eps_norm,
-                                       form=form)
-        return cache[key]
+        return _selfwarp_gain_memo(kern, s, d, n, k, detach, pre_eps_norm, form)
 
     relu_var = 0.5 - 0.5 / math.pi  # variance of ReLU(z), z ~ N(0, 1): the input of conv₂ is γ·ReLU(z)
     for n in blocks:
@@ -646,17 +690,17 @@ def resnet_gradient_growth(*, gamma=1.0, pre_eps_norm=False, detach=False, eps_i
         into_h = (gamma * gamma / v1, gamma * gamma / v2) if pre_eps_norm else (1.0, 1.0)
         route = (2.0, 2.0 * gamma * gamma * b1 / (g1.forward * v1))
         for j, s in enumerate(warps):
-            p21 = phi_ab(kern, s, 2, 1)
+            p21 = phi(s, 2, 1)
             # gradient reaching this warp's output passed the later skip warps' direct paths first
-            later = math.prod(phi_ab(kern, t, 2, 1) ** d for t in warps[j + 1:])
+            later = math.prod(phi(t, 2, 1) ** d for t in warps[j + 1:])
             if not (detach or s == 0.0):
-                dp21, dp12, p12 = phi_ab(kern, s, 2, 1, True), phi_ab(kern, s, 1, 2, True), phi_ab(kern, s, 1, 2)
+                dp21, dp12, p12 = phi(s, 2, 1, True), phi(s, 1, 2, True), phi(s, 1, 2)
                 skip_eps += later * route[j] * into_h[j] * c2 * d * (
                     skip_mean ** 2 * dp12 * p12 ** (d - 1) + skip_var * dp21 * p21 ** (d - 1))
             skip_direct *= p21 ** d
             # the warped skip's moments (eq 5)
-            new_skip_mean = skip_mean * phi_ab(kern, s, 1, 1) ** d
-            second = skip_mean ** 2 * phi_ab(kern, s, 1, 2) ** d + skip_var * p21 ** d
+            new_skip_mean = skip_mean * phi(s, 1, 1) ** d
+            second = skip_mean ** 2 * phi(s, 1, 2) ** d + skip_var * p21 ** d
             skip_mean, skip_var = new_skip_mean, second - new_skip_mean ** 2
         # branch: BN₂ (γ²/(F₂v₂)), SW₂ (B₂), conv₂ (2), ReLU (½), BN₁ (γ²/(F₁v₁)), SW₁ (B₁), conv₁ (2)
         plain_branch = 2.0 * gamma ** 4 / (v1 * v2)

@@ -65,6 +65,7 @@ def _st():
 __all__ = [
     "Check",
     "Limit",
+    "SideBySide",
     "SUITE_FALSE_ALARM_BUDGET",
     "FAMILY_BUDGET",
     "TARGET_POWER",
@@ -111,7 +112,11 @@ DETECTABLE_RELATIVE_ERROR = 0.01
 
 #: ``paper``: the formula as printed; ``exact``: our derivation where it differs;
 #: ``paper=exact``: one record for a claim whose printed form is the exact one.
-FORMS = ("paper", "exact", "paper=exact")
+#: Model forms, recorded beside them and asserted only where a test says so: ``per-block product`` (§3.1
+#: depth: gains composed block by block), ``gamma-tau`` (§3.1: the first version's Gamma law of τ).
+FORMS = ("paper", "exact", "paper=exact", "per-block product", "gamma-tau")
+#: forms that state our derivation: asserted to agree unless a record says otherwise
+EXACT_FORMS = ("exact", "paper=exact")
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,7 @@ class Check:
     def is_power_check(self) -> bool:
         """A check that must reject: a deliberately perturbed theory (``quantity`` carries
         ``[…·factor]``) or a control (a record of the exact form expected to disagree)."""
-        return "·" in self.quantity or (self.expected == "disagrees" and self.form != "paper")
+        return "·" in self.quantity or (self.expected == "disagrees" and self.form in EXACT_FORMS)
 
     def as_record(self) -> dict:
         """JSON-able dict (non-finite floats become strings "inf", "-inf", "nan")."""
@@ -473,6 +478,60 @@ def make_limit(equation, quantity, form, params, theory, limit: Limit, *, family
     )
 
 
+# --------------------------------------------------------------------------- side by side with the paper
+@dataclass(frozen=True)
+class SideBySide:
+    """A theory prediction beside a categorical result of the paper (e.g. Table 1's "diverges"/accuracy).
+
+    Not a comparison with Monte-Carlo: no estimate, no standard error, no z, no threshold, and no
+    share of the false-alarm budget.  The prediction is turned into a stated ``call`` by a rule the
+    test names (e.g. "explodes" = growth above 10³ × the plain network's); ``agrees`` says whether the
+    call matches the paper's column and ``words`` says so in a sentence.  ``report.md`` renders the
+    rows of one ``table`` as a table under their ``claim``; ``report.json`` keeps them apart from the
+    checks, under ``"side_by_side"``.
+
+    Attributes
+    ----------
+    claim, table, row : str
+        The paper claim, the title of the side-by-side table, the row's label (e.g. ``"T1.3"``).
+    case : str
+        The configuration in the paper's words.
+    paper : str
+        The paper's entry, verbatim (``"diverges"``, ``"93.620%"``).
+    values : dict
+        Predicted numbers by name, in column order (non-finite values become strings in JSON).
+    call, words : str
+        The prediction's category, and the verdict in words.
+    agrees : bool
+    params : dict
+        JSON-able arguments of the prediction.
+
+    >>> row = SideBySide("§3.1", "Table 1", "T1.1", "γ=1", "diverges", {"growth": 1e54}, "explodes",
+    ...                  "agree: explodes at initialisation", True)
+    >>> row.as_record()["values"], row.kind
+    ({'growth': 1e+54}, 'side-by-side')
+    """
+
+    claim: str
+    table: str
+    row: str
+    case: str
+    paper: str
+    values: dict
+    call: str
+    words: str
+    agrees: bool
+    params: dict = field(default_factory=dict)
+    kind: str = "side-by-side"
+
+    def as_record(self) -> dict:
+        """JSON-able dict (non-finite values become strings, as in :meth:`Check.as_record`)."""
+        rec = asdict(self)
+        rec["values"] = {k: repr(v) if isinstance(v, float) and not math.isfinite(v) else v
+                         for k, v in self.values.items()}
+        return rec
+
+
 # --------------------------------------------------------------------------- seeds
 def _canonical(obj):
     """A JSON-able, order-independent image of a case: dataclasses, kernels, arrays, tuples."""
@@ -578,6 +637,7 @@ class ValidationReport:
         self.records: list[Check] = []
         self.claims: dict[str, Claim] = {}
         self.seeds = SeedBook()
+        self.side_by_side: list[SideBySide] = []  # no share of the budget
 
     def register_family(self, name: str, *, alpha: float, max_checks: int) -> None:
         """Declare a family; idempotent for identical arguments."""
@@ -649,6 +709,19 @@ class ValidationReport:
                          claim=claim, expected=expected)
         self.records.append(chk)
         return chk
+
+    def compare(self, claim, table, row, case, paper, values, call, words, *, agrees, params=None) -> SideBySide:
+        """Record one :class:`SideBySide` row (a prediction beside the paper's categorical column); no budget.
+
+        A row recorded twice in one table raises: the table would show it twice.
+        """
+        rec = SideBySide(claim=str(claim), table=str(table), row=str(row), case=str(case), paper=str(paper),
+                         values={str(k): float(v) for k, v in dict(values).items()}, call=str(call),
+                         words=str(words), agrees=bool(agrees), params=dict(params or {}))
+        if any((r.table, r.row) == (rec.table, rec.row) for r in self.side_by_side):
+            raise ValueError(f"row: {rec.row!r} is already in the side-by-side table {rec.table!r}")
+        self.side_by_side.append(rec)
+        return rec
 
     # ------------------------------------------------------------------ output
     def table(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
@@ -307,7 +308,8 @@ def _green_blue():
 def _bifurcation_figure(networks: list[dict], out: Path) -> str:
     plt = _plt()
     cmap = _green_blue()
-    fig, axes = plt.subplots(len(networks), 2, figsize=(10, 3.3 * len(networks)), squeeze=False)
+    fig, axes = plt.subplots(len(networks), 2, figsize=(11, 4.0 * len(networks)), squeeze=False,
+                             gridspec_kw={"wspace": 0.3, "hspace": 0.55})
     for (ax_t, ax_f), net in zip(axes, networks):
         records = net["records"]
         if records:
@@ -315,7 +317,8 @@ def _bifurcation_figure(networks: list[dict], out: Path) -> str:
             layers = v.shape[1] if v.ndim == 2 else 0
             for i in range(layers):
                 ax_t.semilogy(np.maximum(v[:, i], 1e-12), color=cmap(i / max(layers - 1, 1)), lw=0.9)
-        ax_t.set_title(f"{net['label']}: per-layer σ_ε², seed 0 (light green = early, dark blue = late)", fontsize=8)
+        ax_t.set_title("\n".join(textwrap.wrap(net["label"], 60))
+                       + "\nper-layer σ_ε², seed 0 (light green = early, dark blue = late)", fontsize=8)
         ax_t.set_xlabel("step")
         ax_t.set_ylabel("σ_ε²")
         for r, c in zip(records, net["classes"]):
@@ -326,9 +329,10 @@ def _bifurcation_figure(networks: list[dict], out: Path) -> str:
         corr = net.get("depth_correlation")
         title = "final σ_ε² by layer (orange: →0, blue: elevated)"
         if corr:
-            title += f"; Spearman ρ = {corr['mean']:.2f} [{corr['low']:.2f}, {corr['high']:.2f}]"
+            title += f"\nSpearman ρ = {corr['mean']:.2f} [{corr['low']:.2f}, {corr['high']:.2f}]"
         ax_f.set_title(title, fontsize=8)
         ax_f.set_xlabel("layer (depth order)")
+        ax_f.xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, out / "fig2_bifurcation.png")
 
 
@@ -382,7 +386,7 @@ def _lines_figure(lines_by_seed: dict, out: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- analyses
-def _bifurcation(spec, rows):
+def _bifurcation(spec, rows, depth_of):
     from .bifurcation import classify_layers, depth_correlation
 
     networks = []
@@ -392,7 +396,7 @@ def _bifurcation(spec, rows):
         corr = depth_correlation([c.final for c in classes]) if classes else None
         bif = sum(c.bifurcates for c in classes)
         net = {
-            "label": f"{row.model['layer']} ResNet-{row.model.get('depth', '?')}: {row.label}",
+            "label": f"{row.model['layer']} ResNet-{depth_of[id(row)]}: {row.label}",
             "records": stable,
             "classes": [dict(asdict(c), counts=c.counts, bifurcates=c.bifurcates) for c in classes],
             "seeds": len(records), "stable_seeds": len(stable), "bifurcating_seeds": bif,
@@ -530,7 +534,7 @@ def write_report(name, spec, rows, out: Path, *, landscape=None, elapsed_s=0.0, 
         md += ["", f"![largest σ_ε² per step]({_eps_max_figure(name, rows, out)})", ""]
         results["figures"].append(f"{name}_eps_max.png")
     if name == "bifurcation":
-        networks = _bifurcation(spec, rows)
+        networks = _bifurcation(spec, rows, depth_of)
         md += ["| network | stable seeds | bifurcating seeds (rule) | groups per seed (→0 / between / elevated) | "
                "Spearman ρ(depth, final σ_ε²) [95 % bootstrap] | verdict |", "|---|---|---|---|---|---|"]
         for net in networks:
