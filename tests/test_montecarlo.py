@@ -37,27 +37,6 @@ def test_dask_local_cluster_gives_identical_results():
         assert np.array_equal(a.replicates[q], b.replicates[q])
 
 
-@pytest.mark.parametrize("case", [
-    CASE,
-    IIDCase("cos", d=1, channels=3, sigma_eps=0.3, mu_x=0.5, x_dist="laplace", size=32, batch=3),
-    IIDCase("tri", d=2, channels=1, sigma_eps=0.3, padding="zeros", size=16, batch=2),
-    IIDCase("hann", d=3, channels=2, sigma_eps=1.0, x_dist="uniform", size=6, batch=2),
-], ids=["tri-d2", "cos-d1-laplace", "tri-d2-zeros", "hann-d3-uniform"])
-def test_stacked_batches_are_bitwise_one_call_per_batch(monkeypatch, case):
-    """Batches stacked into one engine call (CALL_SITES) give bitwise the sums of one call per batch:
-    the same draws in the same order, per-image outputs, sums taken batch by batch.
-    Catches: a draw order that changes with the stacking, or sums over the stack at once."""
-    from warptheory import montecarlo
-
-    stacked = run_iid(case, replicates=2, batches=5, seed=3)
-    monkeypatch.setattr(montecarlo, "CALL_SITES", 1)  # one batch per call
-    single = run_iid(case, replicates=2, batches=5, seed=3)
-    monkeypatch.setattr(montecarlo, "CALL_SITES", 2 * case.batch * case.size ** case.d)  # 2 + 2 + 1
-    pairs = run_iid(case, replicates=2, batches=5, seed=3)
-    for q in stacked.replicates:
-        assert stacked.replicates[q].tobytes() == single.replicates[q].tobytes() == pairs.replicates[q].tobytes()
-
-
 def test_engine_is_one_plan_bitwise_the_functional_calls():
     """The Monte-Carlo takes y and both gradients from one plan: bitwise warp + warp_backward."""
     from warptheory import warping

@@ -134,47 +134,26 @@ class IIDCase:
         return p
 
 
-#: lattice sites per engine call that :func:`_iid_replicate` aims for (several batches stacked)
-CALL_SITES = 2**18
-
-
 def _iid_replicate(spec, case_dict, seed, batches, backend):
-    """One replicate: per-quantity (mean q, mean q²) over ``batches`` batches (streaming).
-
-    Consecutive batches are stacked along the image axis, up to :data:`CALL_SITES` sites, and go
-    through the engine in one call: the same draws in the same order, each image's outputs
-    independent of its neighbours, and the sums still taken batch by batch, so the result is
-    bitwise that of one call per batch (``tests/test_montecarlo.py``) with far fewer calls.
-    """
+    """One replicate: per-quantity (mean q, mean q²) over ``batches`` batches (streaming)."""
     case = IIDCase(kernel=_kernel_from_spec(spec), **case_dict)
     rng = np.random.Generator(np.random.PCG64(seed))
-    sites = case.batch * case.size ** case.d
-    stack = max(1, min(batches, CALL_SITES // sites))
+    shape_x = (case.batch, case.channels) + (case.size,) * case.d
+    shape_e = (case.batch, case.d) + (case.size,) * case.d
     sums = np.zeros((3, 2))
     count = np.zeros(3)
     m = case.margin
-    inner = (slice(m, case.size - m),) * case.d
-    done = 0
-    while done < batches:
-        k = min(stack, batches - done)
-        images = k * case.batch
-        x = np.empty((images, case.channels) + (case.size,) * case.d)
-        eps = np.empty((images, case.d) + (case.size,) * case.d)
-        g = np.empty_like(x)
-        for j in range(k):
-            part = slice(j * case.batch, (j + 1) * case.batch)
-            x[part] = draw(rng, case.x_dist, case.mu_x, case.sigma_x, x[part].shape)
-            eps[part] = case.sigma_eps * rng.standard_normal(eps[part].shape)
-            g[part] = case.mu_dy + case.sigma_dy * rng.standard_normal(g[part].shape)
+    inner = (slice(None), slice(None)) + (slice(m, case.size - m),) * case.d
+    for _ in range(batches):
+        x = draw(rng, case.x_dist, case.mu_x, case.sigma_x, shape_x)
+        eps = case.sigma_eps * rng.standard_normal(shape_e)
+        g = case.mu_dy + case.sigma_dy * rng.standard_normal(shape_x)
         y, gx, geps = _warp_all(x, eps, g, case.kernel, case.padding, backend)
-        for j in range(k):
-            part = (slice(j * case.batch, (j + 1) * case.batch), slice(None)) + inner
-            for q, arr in enumerate((y, gx, geps)):
-                a = arr[part]
-                sums[q, 0] += a.sum()
-                sums[q, 1] += np.square(a).sum()
-                count[q] += a.size
-        done += k
+        for q, arr in enumerate((y, gx, geps)):
+            a = arr[inner]
+            sums[q, 0] += a.sum()
+            sums[q, 1] += np.square(a).sum()
+            count[q] += a.size
     return sums / count[:, None]
 
 
