@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Callable
 
 import numpy as np
@@ -54,7 +54,9 @@ __all__ = [
     "BUILTIN_KERNELS",
     "T",
     "get_kernel",
+    "kernel_from_spec",
     "kernel_from_sympy",
+    "kernel_spec",
     "on_support",
 ]
 
@@ -505,3 +507,25 @@ def get_kernel(kernel) -> Kernel:
             _BUILTIN_CACHE[kernel] = kernel_from_sympy(expr, name=kernel, description=desc)
         return _BUILTIN_CACHE[kernel]
     raise TypeError(f"kernel: expected a kernel name or a Kernel, got {type(kernel).__name__}")
+
+
+def kernel_spec(kernel):
+    """A picklable description of ``kernel`` that :func:`kernel_from_spec` turns back into it in
+    another process: a built-in's name, or ``("sympy", srepr(expr), name)``.
+
+    >>> kernel_from_spec(kernel_spec("cos")) is get_kernel("cos")
+    True
+    """
+    k = get_kernel(kernel)
+    if k.name in BUILTIN_KERNELS and k is get_kernel(k.name):
+        return k.name
+    return ("sympy", sp.srepr(k.expr), k.name)
+
+
+@lru_cache(maxsize=64)
+def kernel_from_spec(spec) -> Kernel:
+    """The kernel :func:`kernel_spec` described (memoised, so a process compiles it once)."""
+    if isinstance(spec, str):
+        return get_kernel(spec)
+    _, srepr, name = spec
+    return kernel_from_sympy(sp.sympify(srepr), name=name)

@@ -31,12 +31,13 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 
 import numpy as np
 
 from . import warping
-from .kernels import BUILTIN_KERNELS, Kernel, get_kernel
+from .kernels import get_kernel
+from .kernels import kernel_from_spec as _kernel_from_spec
+from .kernels import kernel_spec as _kernel_spec
 from .stats import batch_means
 
 __all__ = ["IIDCase", "IIDResult", "run_iid", "SelfWarpCase", "run_selfwarp", "run_validation", "draw"]
@@ -46,29 +47,6 @@ X_DISTRIBUTIONS = ("gaussian", "uniform", "laplace")
 QUANTITIES = ("y", "dx", "deps")
 
 
-# ----------------------------------------------------------------------------- kernels across processes
-def _kernel_spec(kernel):
-    k = get_kernel(kernel)
-    if k.name in BUILTIN_KERNELS and k is get_kernel(k.name):
-        return k.name
-    import sympy as sp
-
-    return ("sympy", sp.srepr(k.expr), k.name)
-
-
-@lru_cache(maxsize=64)
-def _kernel_from_spec(spec) -> Kernel:
-    if isinstance(spec, str):
-        return get_kernel(spec)
-    import sympy as sp
-
-    from .kernels import kernel_from_sympy
-
-    _, srepr, name = spec
-    return kernel_from_sympy(sp.sympify(srepr), name=name)
-
-
-# ----------------------------------------------------------------------------- sampling
 def draw(rng: np.random.Generator, dist: str, mu: float, sigma: float, shape) -> np.ndarray:
     """IID draws with mean ``mu`` and standard deviation ``sigma`` from ``dist``.
 
