@@ -371,7 +371,7 @@ def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, ci
         _corner_indices_2d(cidx, j, base0[j], base1[j], height, width, padding)
 
 
-@numba.njit(cache=_CACHE, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
     """The block's corners from the axis taps, into the task's scratch.
 
@@ -956,7 +956,7 @@ def _padded_row(length):
     return ((length + 511) // 512) * 512 + 136
 
 
-@numba.njit(cache=_CACHE, inline="always", **_JIT)
+@numba.njit(cache=_CACHE, **_JIT)
 def _expand_scatter_block(base, w, b, start, stop, spatial, padding, fast, cidx, cw, cdw, spare):
     """:func:`_expand_block` for a scatter: a slow position's outside taps, and every tap of
     an undefined position (NaN weight), are pointed at the accumulator's spare slot."""
