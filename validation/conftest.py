@@ -72,14 +72,26 @@ then every check) and ``report.json`` (every record) are written.
 """
 from __future__ import annotations
 
+import os
 import pathlib
+import signal
 
 import pytest
 
+from _iid_grid import SMOOTHSTEP
+from warptheory.engines import warmup
+from warptheory.kernels import kernel_spec
 from warptheory.stats import ValidationReport
 
 THOROUGH_FACTOR = 100
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+#: Engine loops a cold session compiles, in the reverse order of the suite's first use of each
+#: (measured with a compile log): a child process compiles them from the last while the suite
+#: runs (:mod:`warptheory.engines.warmup`); ``WARPTHEORY_WARMUP=0`` turns it off.
+WARMUP_ORDER = ("scatter_channel_last", "gather_channel_last", ("taps", kernel_spec(SMOOTHSTEP)),
+                "position_derivative", "tri_taps", ("taps", "sqrt_tri"), ("taps", "hann"), ("taps", "rect"),
+                "scatter", "gather_tri", ("taps", "cos"), "gather", ("taps", "tri"))
 
 #: The paper's claims the report is organised by: key, what the paper says, note, figure.
 CLAIMS = [
@@ -122,6 +134,8 @@ def pytest_configure(config):
     for key, title, note, figure in CLAIMS:
         rep.register_claim(key, title=title, note=note, figure=figure)
     config._warptheory_report = rep
+    if os.environ.get("WARPTHEORY_WARMUP", "1") != "0" and not hasattr(config, "workerinput"):
+        config._warptheory_warmup = warmup.start(WARMUP_ORDER)
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -147,10 +161,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if rep is None or not (rep.records or rep.side_by_side):
         return
     terminalreporter.section("warptheory validation report")
+    if getattr(config, "_warptheory_warmup_error", None):
+        terminalreporter.write_line(f"warning: the engine warm-up process failed ({config._warptheory_warmup_error});"
+                                    " the run compiled the engine itself")
     terminalreporter.write_line(rep.screen(getattr(config, "_warptheory_report_paths", ())))
 
 
 def pytest_sessionfinish(session, exitstatus):
+    child = getattr(session.config, "_warptheory_warmup", None)
+    if child is not None:
+        # a loop it is still compiling is not needed any more; numba writes its cache files
+        # whole (temporary file, then rename), so stopping it leaves no partial entry
+        if child.poll() is None:
+            child.kill()
+        _, errors = child.communicate()
+        if child.returncode not in (0, -signal.SIGKILL):
+            session.config._warptheory_warmup_error = f"rc {child.returncode}: {errors.strip()[-500:]}"
     rep = getattr(session.config, "_warptheory_report", None)
     if rep is None or not (rep.records or rep.side_by_side):
         return
