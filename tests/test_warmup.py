@@ -30,7 +30,7 @@ def test_signatures_are_those_the_engine_compiles(dtype):
 
     exercise("tri", 2, 16, 2)  # channel-last gather and scatter, tri taps, position derivative
     exercise("tri", 2, 1, 1)  # the plane gather of a bilinear forward
-    exercise("cos", 1, 1, 1)  # a kernel's tap stage, the plane gather and scatter
+    exercise("cos", 1, 1, 1)  # the floors, a kernel's tap weights, the plane gather and scatter
     signatures = warmup._signatures(dtype)
     for name, function in warmup.LOOPS.items():
         assert signatures[name] in getattr(numba_cpu, function).signatures, name

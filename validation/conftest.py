@@ -91,7 +91,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: runs (:mod:`warptheory.engines.warmup`); ``WARPTHEORY_WARMUP=0`` turns it off.
 WARMUP_ORDER = ("scatter_channel_last", "gather_channel_last", ("taps", kernel_spec(SMOOTHSTEP)),
                 "position_derivative", "tri_taps", ("taps", "sqrt_tri"), ("taps", "hann"), ("taps", "rect"),
-                "scatter", "gather_tri", ("taps", "cos"), "gather", ("taps", "tri"))
+                "scatter", "gather_tri", ("taps", "cos"), "gather", ("taps", "tri"), "floors")
 
 #: The paper's claims the report is organised by: key, what the paper says, note, figure.
 CLAIMS = [

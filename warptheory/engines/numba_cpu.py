@@ -3,14 +3,15 @@ r"""Numba CPU warp engine (paper eqs 2–4, 16–18, 49–51).
 Same interface and conventions as the reference :mod:`warptheory.engines.reference`
 (see ``paper_notes/s02_warping.md``).  Two stages:
 
-1. **Axis taps** (the only kernel-dependent code, one small jitted function compiled
-   once per kernel and cached on disk, :func:`_axis_taps_for`): φ has support [-1, 1], so along axis ``k`` the sample position
+1. **Axis taps**: φ has support [-1, 1], so along axis ``k`` the sample position
    ``p = v_k + eps[b,k,v]`` touches the two lattice points ``floor(p)`` and
    ``floor(p) + 1``.  For each we store the (padding-reduced) floor as int32 and the
    weights ``φ(t)``, ``φ(t - 1)`` (and, when asked, ``φ'``) — ``d`` entries per
    position instead of the ``2**d`` corners.  An undefined position (NaN/±inf offset)
    is marked with :data:`_UNDEFINED` and gets NaN weights, so every gather at it is NaN
-   and every scatter skips it.
+   and every scatter skips it.  The floors and fractions are kernel-independent
+   (:func:`_axis_floors`); the weights are the only kernel-dependent code, a few lines
+   compiled once per kernel and cached on disk (:func:`_axis_taps_for`).
 2. **Kernel-independent loops**, compiled once per dtype and cached on disk.  Each
    parallel task takes a block of positions, expands the axis taps into the block's
    ``2**d`` corner indices and products ``Π_k φ(t_k)`` (and ``φ'(t_i) Π_{k≠i} φ(t_k)``)
@@ -114,26 +115,25 @@ def _block_of(task, nblocks, npos):
     return task // nblocks, start, min(start + _BLOCK, npos)
 
 
-@numba.njit(inline="always", **_JIT)
-def _axis_taps_body(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, base, w, dw):
-    """Padding-reduced floor and the two tap weights of every position along every axis,
-    written into ``base`` (batch, d, npos), ``w`` and ``dw`` (batch, d, 2, npos; ignored
-    unless ``need_w`` / ``need_dw``).  The positions are ``v + eps[b, :, v]`` over the output
+@numba.njit(parallel=True, cache=_CACHE, **_JIT)
+def _axis_floors(eps, out_spatial, relative, spatial, padding, base, frac):
+    """The kernel-independent half of the tap stage: the padding-reduced floor of every position
+    along every axis into ``base`` (batch, d, npos), and its fraction into ``frac[b, k, 0, v]``
+    (NaN at an undefined position); :func:`_axis_weights_body` then turns the fractions into
+    the kernel's weights in place.  The positions are ``v + eps[b, :, v]`` over the output
     grid ``out_spatial`` when ``relative``, else ``eps`` itself (absolute coordinates); the
     sizes and padding are those of the input grid ``spatial``.
 
     ``base[b,k,v]`` is ``floor(v_k + eps[b,k,v])`` clipped (zeros: to [-2, size];
     border: to [-1, size - 1]) or reduced modulo the size (periodic), so the taps'
-    in/out class and clamped index are those of the exact position; ``w[b,k,j,v]`` is
-    ``φ(frac - j)``, ``dw`` likewise with φ'.
+    in/out class and clamped index are those of the exact position.
     """
     batch, d, npos = eps.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     for task in prange(batch * nblocks):
         b, start, stop = _block_of(task, nblocks, npos)
         if d == 2:
-            _axis_taps_2d(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, b, start, stop,
-                          base, w, dw)
+            _axis_floors_2d(eps, out_spatial, relative, spatial, padding, b, start, stop, base, frac)
             continue
         coord = np.zeros(d, dtype=np.int64)
         rest = start
@@ -148,21 +148,10 @@ def _axis_taps_body(phi, dphi, eps, out_spatial, relative, spatial, padding, nee
             for k in range(d):
                 if undefined:
                     base[b, k, pos] = _UNDEFINED if k == 0 else 0
-                    if need_w:
-                        w[b, k, 0, pos] = np.nan
-                        w[b, k, 1, pos] = np.nan
-                    if need_dw:
-                        dw[b, k, 0, pos] = np.nan
-                        dw[b, k, 1, pos] = np.nan
+                    frac[b, k, 0, pos] = np.nan
                     continue
                 p = coord[k] + np.float64(eps[b, k, pos]) if relative else np.float64(eps[b, k, pos])
-                base[b, k, pos], frac = _reduced_floor(p, spatial[k], padding)
-                if need_w:
-                    w[b, k, 0, pos] = phi(frac)
-                    w[b, k, 1, pos] = phi(frac - 1.0)
-                if need_dw:
-                    dw[b, k, 0, pos] = dphi(frac)
-                    dw[b, k, 1, pos] = dphi(frac - 1.0)
+                base[b, k, pos], frac[b, k, 0, pos] = _reduced_floor(p, spatial[k], padding)
             # next lattice point in C order
             k = d - 1
             coord[k] += 1
@@ -173,8 +162,37 @@ def _axis_taps_body(phi, dphi, eps, out_spatial, relative, spatial, padding, nee
 
 
 @numba.njit(inline="always", **_JIT)
+def _axis_weights_body(phi, dphi, need_w, need_dw, w, dw):
+    """The kernel's half of the tap stage, in place: ``w[b,k,j,v] = φ(t - j)`` and ``dw`` likewise
+    with φ' (each unless ``need_w`` / ``need_dw``), where ``t`` is the fraction
+    :func:`_axis_floors` left in slot 0 of ``w`` (of ``dw`` when only φ' is asked for); NaN stays
+    NaN (an undefined position)."""
+    batch, d, _, npos = w.shape if need_w else dw.shape
+    nblocks = (npos + _BLOCK - 1) // _BLOCK
+    for task in prange(batch * d * nblocks):
+        b = task // (d * nblocks)
+        k = (task // nblocks) % d
+        start = (task % nblocks) * _BLOCK
+        for pos in range(start, min(start + _BLOCK, npos)):
+            t = w[b, k, 0, pos] if need_w else dw[b, k, 0, pos]
+            if np.isnan(t):
+                if need_dw:
+                    dw[b, k, 0, pos] = np.nan
+                    dw[b, k, 1, pos] = np.nan
+                if need_w:
+                    w[b, k, 1, pos] = np.nan
+                continue
+            if need_dw:
+                dw[b, k, 0, pos] = dphi(t)
+                dw[b, k, 1, pos] = dphi(t - 1.0)
+            if need_w:
+                w[b, k, 0, pos] = phi(t)
+                w[b, k, 1, pos] = phi(t - 1.0)
+
+
+@numba.njit(inline="always", **_JIT)
 def _reduced_floor(p, size, padding):
-    """``floor(p)`` reduced as in :func:`_axis_taps_body`, and ``p - floor(p)``."""
+    """``floor(p)`` reduced as in :func:`_axis_floors`, and ``p - floor(p)``."""
     floor = np.floor(p)
     frac = p - floor  # exact; stays exact for |p| >= 2**53, where frac = 0
     if padding == 1:  # periodic: fmod is exact for every float (and slow: skip it inside)
@@ -190,10 +208,9 @@ def _reduced_floor(p, size, padding):
 
 
 @numba.njit(inline="always", **_JIT)
-def _axis_taps_2d(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, b, start, stop, base,
-                  w, dw):
-    """The 2-D body of :func:`_axis_taps_body` for one block, with the row and column
-    stepped instead of recomputed and the per-axis loops written out."""
+def _axis_floors_2d(eps, out_spatial, relative, spatial, padding, b, start, stop, base, frac):
+    """The 2-D body of :func:`_axis_floors` for one block, with the row and column stepped
+    instead of recomputed and the per-axis loops written out."""
     height = spatial[0]
     width = spatial[1]
     out_width = out_spatial[1]
@@ -203,42 +220,24 @@ def _axis_taps_2d(phi, dphi, eps, out_spatial, relative, spatial, padding, need_
         e0 = np.float64(eps[b, 0, pos])
         e1 = np.float64(eps[b, 1, pos])
         if np.isfinite(e0) and np.isfinite(e1):
-            f0, t0 = _reduced_floor(row + e0 if relative else e0, height, padding)
-            f1, t1 = _reduced_floor(col + e1 if relative else e1, width, padding)
-            base[b, 0, pos] = f0
-            base[b, 1, pos] = f1
-            if need_w:
-                w[b, 0, 0, pos] = phi(t0)
-                w[b, 0, 1, pos] = phi(t0 - 1.0)
-                w[b, 1, 0, pos] = phi(t1)
-                w[b, 1, 1, pos] = phi(t1 - 1.0)
-            if need_dw:
-                dw[b, 0, 0, pos] = dphi(t0)
-                dw[b, 0, 1, pos] = dphi(t0 - 1.0)
-                dw[b, 1, 0, pos] = dphi(t1)
-                dw[b, 1, 1, pos] = dphi(t1 - 1.0)
+            base[b, 0, pos], frac[b, 0, 0, pos] = _reduced_floor(row + e0 if relative else e0, height, padding)
+            base[b, 1, pos], frac[b, 1, 0, pos] = _reduced_floor(col + e1 if relative else e1, width, padding)
         else:
             base[b, 0, pos] = _UNDEFINED
             base[b, 1, pos] = 0
-            if need_w:
-                w[b, 0, 0, pos] = np.nan
-                w[b, 0, 1, pos] = np.nan
-                w[b, 1, 0, pos] = np.nan
-                w[b, 1, 1, pos] = np.nan
-            if need_dw:
-                dw[b, 0, 0, pos] = np.nan
-                dw[b, 0, 1, pos] = np.nan
-                dw[b, 1, 0, pos] = np.nan
-                dw[b, 1, 1, pos] = np.nan
+            frac[b, 0, 0, pos] = np.nan
+            frac[b, 1, 0, pos] = np.nan
         col += 1
         if col == out_width:
             col = 0
             row += 1
 
 
-# The tap stage is compiled once per kernel: numba cannot cache a function that takes the kernel's
-# jitted scalars as arguments, so each kernel gets a generated module (warptheory._generated) whose
-# entry point binds them as globals and calls _axis_taps_body, cached on disk like the rest.  Its
+# The kernel's half of the tap stage is compiled once per kernel: numba cannot cache a function that
+# takes the kernel's jitted scalars as arguments, so each kernel gets a generated module
+# (warptheory._generated) whose entry point binds them as globals and calls _axis_weights_body,
+# cached on disk like the rest.  It is a few lines (a second compile of the floors for every kernel
+# cost ~10 s).  Its
 # key is the source below with the hashes of this file and of the kernel's scalar modules: the
 # same kernel expressions share one compiled loop, and editing the engine invalidates it.
 _TAPS_SOURCE = '''"""Generated by warptheory.engines.numba_cpu: the axis taps of one kernel (_axis_taps_for)."""
@@ -253,15 +252,15 @@ phi = dphi = None  # the kernel's compiled scalars, bound by the loader before t
 
 
 @numba.njit(parallel=True, cache=ON_DISK, **engine._JIT)
-def axis_taps(eps, out_spatial, relative, spatial, padding, need_w, need_dw, base, w, dw):
-    engine._axis_taps_body(phi, dphi, eps, out_spatial, relative, spatial, padding, need_w, need_dw, base, w, dw)
+def axis_weights(need_w, need_dw, w, dw):
+    engine._axis_weights_body(phi, dphi, need_w, need_dw, w, dw)
 '''
 _AXIS_TAPS: dict = {}
 
 
 def _axis_taps_for(kernel):
-    """The jitted tap stage of ``kernel`` (:func:`_axis_taps_body` with its φ and φ'), one per pair of
-    compiled scalars, cached on disk."""
+    """The jitted weights stage of ``kernel`` (:func:`_axis_weights_body` with its φ and φ'), one per
+    pair of compiled scalars, cached on disk."""
     phi, dphi = kernel.value_scalar, kernel.derivative_scalar
     key = (phi.py_func.__module__, phi.__name__, dphi.py_func.__module__, dphi.__name__)
     taps = _AXIS_TAPS.get(key)
@@ -272,7 +271,7 @@ def _axis_taps_for(kernel):
                                      dphi=".".join(key[2:]))
         module = _generated.load(source, "taps")
         module.phi, module.dphi = phi, dphi
-        taps = _AXIS_TAPS[key] = module.axis_taps
+        taps = _AXIS_TAPS[key] = module.axis_weights
     return taps
 
 
@@ -569,7 +568,8 @@ def _tri_taps_at(pos, e0, e1, fwidth):
 def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns):
     """Axis taps and block expansion in one pass, for the built-in ``tri`` kernel in 2-D.
 
-    The same floors, weights, products and corner indices as :func:`_axis_taps_2d`
+    The same floors, weights, products and corner indices as :func:`_axis_floors_2d`,
+    :func:`_axis_weights_body`
     followed by :func:`_expand_block_2d`, bitwise (``test_bilinear_fused_path_is_bitwise``),
     without tap arrays in between.  The first loop is written so that LLVM vectorises it:
     no branches, the weights into the separate rows of ``columns`` (scratch, (4, m)):
@@ -1075,7 +1075,7 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
 
 @numba.njit(cache=_CACHE, **_JIT)
 def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, w, dw):
-    """:func:`_axis_taps_2d` for the built-in ``tri`` kernel, bitwise, in a loop LLVM
+    """:func:`_axis_floors_2d` + :func:`_axis_weights_body` for the built-in ``tri`` kernel, bitwise, in a loop LLVM
     vectorises (see :func:`_tri_block_2d` for the exact float row/column and
     ``φ(t - 1) = 1 - φ(t)``); on [0, 1) the right derivatives are the constants
     ``φ'(t) = -1`` and ``φ'(t - 1) = 1``.  Undefined positions, and periodic ones off the
@@ -1134,7 +1134,7 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, 
 
 @numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _tri_taps_2d(eps, spatial, padding, need_dw, base, w, dw):
-    """The axis taps of :func:`_axis_taps_body` for the built-in ``tri`` kernel in 2-D (bitwise
+    """The axis taps of :func:`_axis_floors` and :func:`_axis_weights_body` for the built-in ``tri`` kernel in 2-D (bitwise
     the same arrays; ``test_bilinear_taps_are_bitwise``)."""
     batch, d, npos = eps.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
@@ -1192,8 +1192,8 @@ def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, rela
     if fused and d == 2 and need_w and same_grid and _is_bilinear(kernel):
         _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], need_dw, base, w, dw)
     else:
-        _axis_taps_for(kernel)(eps_flat, out_spatial, relative, spatial, PADDING_CODES[padding], need_w, need_dw,
-                               base, w, dw)
+        _axis_floors(eps_flat, out_spatial, relative, spatial, PADDING_CODES[padding], base, w if need_w else dw)
+        _axis_taps_for(kernel)(need_w, need_dw, w, dw)
     return spatial, base, w, dw
 
 

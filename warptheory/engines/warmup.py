@@ -8,12 +8,12 @@ compiled.  Nothing is computed, so results cannot change: the caller runs the sa
 whichever process compiled it.  Where the engine caches nothing on disk (its vector intrinsics
 unavailable) there is nothing to share and the child compiles nothing.
 
-Entries are loop names (:data:`LOOPS`) and ``("taps", kernel)`` for a kernel's tap stage (a
+Entries are loop names (:data:`LOOPS`) and ``("taps", kernel)`` for a kernel's tap weights (a
 kernel name, or :func:`warptheory.kernels.kernel_spec` of any kernel).  Give them in the reverse
 order of the caller's first use, so the two processes meet once, at the end.
 
 >>> sorted(LOOPS)[:3]
-['gather', 'gather_channel_last', 'gather_tri']
+['floors', 'gather', 'gather_channel_last']
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ __all__ = ["LOOPS", "precompile", "start"]
 
 #: loop name -> engine function (warptheory.engines.numba_cpu)
 LOOPS = {
+    "floors": "_axis_floors",
     "gather": "_gather",
     "gather_channel_last": "_gather_2d_channel_last",
     "gather_tri": "_gather_tri_2d",
@@ -53,7 +54,8 @@ def _signatures(dtype):
         "scatter": (data, base, weights, spatial, i64, i64, data),
         "scatter_channel_last": (data, base, weights, spatial, i64, acc, data),
         "tri_taps": (data, spatial, i64, flag, base, weights, weights),
-        "taps": (data, spatial, flag, spatial, i64, flag, flag, base, weights, weights),
+        "floors": (data, spatial, flag, spatial, i64, base, weights),
+        "taps": (flag, flag, weights, weights),
     }
 
 
