@@ -5,6 +5,7 @@ the paper form, a missing record or a ``max_checks`` overflow must fail the suit
 ``xfail(strict=True)`` without ``raises=``, under which all three counted as the expected
 disagreement; :func:`test_old_bare_xfail_swallowed_a_crash` keeps that failure mode on record.)
 """
+import os
 import pathlib
 import re
 import shutil
@@ -71,11 +72,14 @@ def test_old_bare_xfail(report):
 def _run_mini_suite(tmp_path):
     suite = tmp_path / "mini"
     suite.mkdir()
-    shutil.copy(VALIDATION / "conftest.py", suite / "conftest.py")
+    # the conftest and the helper it imports (the user kernel of its engine warm-up list)
+    for name in ("conftest.py", "_iid_grid.py", "_parallel.py"):
+        shutil.copy(VALIDATION / name, suite / name)
     (suite / "test_mini.py").write_text(textwrap.dedent(MINI_SUITE))
     proc = subprocess.run([sys.executable, "-m", "pytest", str(suite), "-q", "-rA", "-p", "no:cacheprovider",
                            f"--report-dir={tmp_path / 'report'}", "-o", "addopts="],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={**os.environ, "WARPTHEORY_WARMUP": "0"})
     outcomes = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"(PASSED|FAILED|XFAIL|XPASS|ERROR) \S*::(\w+)", line)

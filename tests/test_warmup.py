@@ -50,5 +50,10 @@ def test_precompile_rejects_bad_entries():
 
 def test_child_process_compiles_and_exits_cleanly():
     child = warmup.start(["tri_taps", ("taps", "tri")])
-    _, errors = child.communicate(timeout=600)
-    assert child.returncode == 0, errors
+    assert child.wait(timeout=600) == 0, warmup.errors(child)
+
+
+def test_child_failure_is_reported():
+    child = warmup.start(["no-such-loop"])
+    assert child.wait(timeout=600) != 0
+    assert "entries: expected keys of LOOPS" in warmup.errors(child)

@@ -174,9 +174,9 @@ def pytest_sessionfinish(session, exitstatus):
         # whole (temporary file, then rename), so stopping it leaves no partial entry
         if child.poll() is None:
             child.kill()
-        _, errors = child.communicate()
+        child.wait()
         if child.returncode not in (0, -signal.SIGKILL):
-            session.config._warptheory_warmup_error = f"rc {child.returncode}: {errors.strip()[-500:]}"
+            session.config._warptheory_warmup_error = f"rc {child.returncode}: {warmup.errors(child).strip()[-500:]}"
     rep = getattr(session.config, "_warptheory_report", None)
     if rep is None or not (rep.records or rep.side_by_side):
         return

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 
-__all__ = ["LOOPS", "precompile", "start"]
+__all__ = ["LOOPS", "errors", "precompile", "start"]
 
 #: loop name -> engine function (warptheory.engines.numba_cpu)
 LOOPS = {
@@ -88,12 +89,22 @@ def precompile(entries, dtype="float64"):
 
 
 def start(entries, dtype="float64"):
-    """:func:`precompile` in a child process, a :class:`subprocess.Popen` (wait on it before
-    exiting).  The child compiles nothing where the engine keeps no disk cache to share."""
+    """:func:`precompile` in a child process, a :class:`subprocess.Popen` whose stderr goes to a
+    temporary file (:func:`errors`; wait on the child, or kill it, before exiting).  The child compiles nothing
+    where the engine keeps no disk cache to share."""
     # lowest priority: it only takes a core the caller leaves idle (compiling, or single-threaded)
     code = ("import os\n"
             "if hasattr(os, 'nice'): os.nice(19)\n"
             "from warptheory.engines import numba_cpu, warmup\n"
             f"if numba_cpu._CACHE: warmup.precompile({list(entries)!r}, {dtype!r})")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    # a file, not a pipe: a child that warns a lot must not block on a full pipe
+    errors = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=errors)
+    child.error_file = errors
+    return child
+
+
+def errors(child):
+    """What the finished child of :func:`start` wrote to stderr."""
+    child.error_file.seek(0)
+    return child.error_file.read()
