@@ -309,7 +309,8 @@ def test_release_scratch():
 @pytest.mark.parametrize("kernel, stores_slopes", [("tri", False), ("rect", False), ("cos", True), ("hann", True)])
 def test_constant_slope_kernels_store_no_slope_taps(kernel, stores_slopes):
     """Piecewise-linear kernels (φ' constant on each tap) keep two constants instead of a φ' array
-    the size of the positions; a planted constant-slope claim for cos would change its grad_eps."""
+    the size of the positions.  Planted once: ``_constant_slopes`` claiming constants for every kernel
+    makes the cos and hann cases fail (their plans then store no φ' array)."""
     x, eps, g = random_problem(7, 2, np.float64, batch=2, channels=3, spatial=(9, 8))
     plan = wt.warp_plan(eps, kernel, "zeros")
     grads = plan.backward(x, g)
