@@ -35,9 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import warping
-from .kernels import get_kernel
-from .kernels import kernel_from_spec as _kernel_from_spec
-from .kernels import kernel_spec as _kernel_spec
+from .kernels import get_kernel, kernel_from_spec, kernel_spec
 from .stats import batch_means
 
 __all__ = ["IIDCase", "IIDResult", "run_iid", "SelfWarpCase", "run_selfwarp", "run_validation", "draw"]
@@ -114,7 +112,7 @@ class IIDCase:
 
 def _iid_replicate(spec, case_dict, seed, batches, backend):
     """One replicate: per-quantity (mean q, mean q²) over ``batches`` batches (streaming)."""
-    case = IIDCase(kernel=_kernel_from_spec(spec), **case_dict)
+    case = IIDCase(kernel=kernel_from_spec(spec), **case_dict)
     rng = np.random.Generator(np.random.PCG64(seed))
     shape_x = (case.batch, case.channels) + (case.size,) * case.d
     shape_e = (case.batch, case.d) + (case.size,) * case.d
@@ -211,7 +209,7 @@ def run_iid(case: IIDCase, *, replicates: int = 64, batches: int = 1, seed: int 
         raise ValueError(f"replicates: expected at least 2, got {replicates!r}")
     if batches < 1:
         raise ValueError(f"batches: expected at least 1, got {batches!r}")
-    spec = _kernel_spec(case.kernel)
+    spec = kernel_spec(case.kernel)
     cdict = {k: v for k, v in asdict(case).items() if k != "kernel"}
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     args = [(spec, cdict, s, batches, backend) for s in seeds]
@@ -272,7 +270,7 @@ def _window_offsets(k, d):
 
 
 def _selfwarp_replicate(spec, case_dict, seed, batches, backend):
-    case = SelfWarpCase(kernel=_kernel_from_spec(spec), **case_dict)
+    case = SelfWarpCase(kernel=kernel_from_spec(spec), **case_dict)
     rng = np.random.Generator(np.random.PCG64(seed))
     d, n, k = case.d, case.channels, case.k
     spatial_axes = tuple(range(2, 2 + d))
@@ -323,7 +321,7 @@ def run_selfwarp(case: SelfWarpCase, *, replicates: int = 64, batches: int = 1, 
 
     Returns an array of shape (R,); use :func:`warptheory.stats.batch_means`.
     """
-    spec = _kernel_spec(case.kernel)
+    spec = kernel_spec(case.kernel)
     cdict = {k: v for k, v in asdict(case).items() if k != "kernel"}
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     args = [(spec, cdict, s, batches, backend) for s in seeds]

@@ -35,7 +35,8 @@ import math
 
 import numpy as np
 
-from .montecarlo import _kernel_from_spec, _kernel_spec, _map, draw
+from .kernels import kernel_from_spec, kernel_spec
+from .montecarlo import _map, draw
 from .stability import SelfWarpGain, StackGain, check_arguments
 from .stats import batch_means
 
@@ -232,7 +233,7 @@ class SampledBlock:
 
 
 def _block_replicate(spec, args, seed, batches):
-    kernel = _kernel_from_spec(spec)
+    kernel = kernel_from_spec(spec)
     sigma_eps, d, n, k, detach, pre_eps_norm, dist, size, batch, backend = args
     rng = np.random.Generator(np.random.PCG64(seed))
     shape = (batch, n) + (size,) * d
@@ -307,7 +308,7 @@ def selfwarp_gain_mc(kernel, sigma_eps, *, d=2, channels, k=3, detach=False, pre
             raise ValueError(f"{name}: expected an integer >= 2, got {value!r}")
     if size < k:
         raise ValueError(f"size: expected at least k = {k}, got {size}")
-    spec = _kernel_spec(kern)
+    spec = kernel_spec(kern)
     args = (s_eps, d, n, k, detach, pre_eps_norm, dist, int(size), int(batch), backend)
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     reps = np.stack(_map(executor, _block_replicate, [(spec, args, s, batches) for s in seeds], False, ""))
@@ -343,7 +344,7 @@ def gain_record(reps, kernel_name, sigma_eps, d, n, k, detach, pre_eps_norm, kur
 
 # ----------------------------------------------------------------------------- plain stacks
 def _stack_replicate(spec, args, seed, batches):
-    kernel = _kernel_from_spec(spec)
+    kernel = kernel_from_spec(spec)
     sigma_eps, d, n, k, detach, pre_eps_norm, size, batch, depths, backend = args
     rng = np.random.Generator(np.random.PCG64(seed))
     shape = (batch, n) + (size,) * d
@@ -395,7 +396,7 @@ def stack_gain_mc(kernel, sigma_eps, *, depths, d=2, channels, k=3, detach=False
     batch = default_batch(size, d) if batch is None else batch
     args = (s_eps, d, n, k, detach, pre_eps_norm, int(size), int(batch), depths, backend)
     seeds = np.random.SeedSequence(seed).spawn(replicates)
-    reps = np.stack(_map(executor, _stack_replicate, [(_kernel_spec(kern), args, s, batches) for s in seeds],
+    reps = np.stack(_map(executor, _stack_replicate, [(kernel_spec(kern), args, s, batches) for s in seeds],
                          False, ""))
     return _depth_record(reps, depths, {"kernel": kern.name, "sigma_eps": s_eps, "d": d, "channels": n, "k": k,
                                         "detach": detach, "pre_eps_norm": pre_eps_norm, "kurtosis": kurt})

@@ -90,17 +90,17 @@ def precompile(entries, dtype="float64"):
 
 def start(entries, dtype="float64"):
     """:func:`precompile` in a child process, a :class:`subprocess.Popen` whose stderr goes to a
-    temporary file (:func:`errors`; wait on the child, or kill it, before exiting).  The child compiles nothing
-    where the engine keeps no disk cache to share."""
+    temporary file (:func:`errors`; wait on the child, or kill it, before exiting).  The child
+    compiles nothing where the engine keeps no disk cache to share."""
     # lowest priority: it only takes a core the caller leaves idle (compiling, or single-threaded)
     code = ("import os\n"
             "if hasattr(os, 'nice'): os.nice(19)\n"
             "from warptheory.engines import numba_cpu, warmup\n"
             f"if numba_cpu._CACHE: warmup.precompile({list(entries)!r}, {dtype!r})")
     # a file, not a pipe: a child that warns a lot must not block on a full pipe
-    errors = tempfile.TemporaryFile(mode="w+")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=errors)
-    child.error_file = errors
+    error_file = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=error_file)
+    child.error_file = error_file
     return child
 
 
