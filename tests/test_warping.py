@@ -435,11 +435,11 @@ def test_channel_last_forward_applies_where_it_should():
     dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6, 1e17]),
     special=SPECIAL_OFFSETS,
-    need_dw=st.booleans(),
 )
-def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, need_dw):
-    """The vectorised 2-D ``tri`` taps (floors, φ and φ' of both taps per axis) equal those of the
-    generic per-kernel tap stage bitwise, NaN/inf offsets, huge offsets and thin images included."""
+def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special):
+    """The vectorised 2-D ``tri`` taps (floors, φ of both taps per axis) equal those of the
+    generic per-kernel tap stage bitwise, NaN/inf offsets, huge offsets and thin images included.
+    (No φ' taps: the engine reads tri's constant slopes instead, ``test_plan.py``.)"""
     from warptheory.engines import numba_cpu as _engine_numba
     from warptheory.kernels import get_kernel
 
@@ -448,8 +448,8 @@ def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, need_dw
     eps = (scale * rng.normal(size=(2, 2, *spatial))).astype(dtype)
     plant_special_offsets(rng, eps, special)
     tri = get_kernel("tri")
-    fast = [a.copy() for a in _engine_numba._taps(eps, tri, padding, True, need_dw)]
-    generic = _engine_numba._taps(eps, tri, padding, True, need_dw, fused=False)
+    fast = [a.copy() for a in _engine_numba._taps(eps, tri, padding, True, False)]
+    generic = _engine_numba._taps(eps, tri, padding, True, False, fused=False)
     for a, b in zip(fast, generic):
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 

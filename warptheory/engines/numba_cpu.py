@@ -374,10 +374,12 @@ def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, ci
 def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
     """The block's corners from the axis taps, into the task's scratch.
 
-    ``fast[j]``: in 2-D, the flat index of corner (0, 0) when the four corners are
-    inside and adjacent, else :data:`_SLOW`.  ``cidx[j, c]``: flat index of corner c,
-    -1 outside (filled for slow positions only in 2-D, always otherwise).  ``cw[j, c]``
-    = Π_k φ, ``cdw[j, c, i]`` = φ'(t_i) Π_{k≠i} φ(t_k), multiplied in axis order.
+    ``fast[j]``: the flat index of corner (0, 0) when the four corners are inside and
+    adjacent (2-D without φ' corners, :func:`_expand_block_2d`), else :data:`_SLOW`.
+    ``cidx[j, c]``: flat index of corner c, -1 outside (filled for slow positions only).
+    ``cw[j, c]`` = Π_k φ, ``cdw[j, c, i]`` = φ'(t_i) Π_{k≠i} φ(t_k), multiplied in axis
+    order.  (No caller asks for φ' corners in 2-D; the general loop would give them, with
+    every position slow.)
     """
     d = base.shape[1]
     ncorner = 1 << d
@@ -388,75 +390,31 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     for j in range(stop - start):
         pos = start + j
         undefined = base[b, 0, pos] == _UNDEFINED
-        if d == 2:
-            height = spatial[0]
-            width = spatial[1]
-            a0, a1 = _tap_pair(0 if undefined else np.int64(base[b, 0, pos]), height, padding)
-            e0, e1 = _tap_pair(np.int64(base[b, 1, pos]), width, padding)
-            if need_w:
-                wa0 = w[b, 0, 0, pos]
-                wa1 = w[b, 0, 1, pos]
-                we0 = w[b, 1, 0, pos]
-                we1 = w[b, 1, 1, pos]
-                cw[j, 0] = wa0 * we0
-                cw[j, 1] = wa0 * we1
-                cw[j, 2] = wa1 * we0
-                cw[j, 3] = wa1 * we1
-            if need_dw:
-                va0 = _slope_at(dw, base, b, 0, 0, pos)
-                va1 = _slope_at(dw, base, b, 0, 1, pos)
-                ve0 = _slope_at(dw, base, b, 1, 0, pos)
-                ve1 = _slope_at(dw, base, b, 1, 1, pos)
-                # the callers always build the φ taps along with the φ' taps
-                wa0 = w[b, 0, 0, pos]
-                wa1 = w[b, 0, 1, pos]
-                we0 = w[b, 1, 0, pos]
-                we1 = w[b, 1, 1, pos]
-                cdw[j, 0, 0] = va0 * we0
-                cdw[j, 0, 1] = wa0 * ve0
-                cdw[j, 1, 0] = va0 * we1
-                cdw[j, 1, 1] = wa0 * ve1
-                cdw[j, 2, 0] = va1 * we0
-                cdw[j, 2, 1] = wa1 * ve0
-                cdw[j, 3, 0] = va1 * we1
-                cdw[j, 3, 1] = wa1 * ve1
-            if (not undefined) and a0 >= 0 and a1 == a0 + 1 and e0 >= 0 and e1 == e0 + 1:
-                fast[j] = np.uint32(a0 * width + e0)
-            else:
-                fast[j] = _SLOW
-                cidx[j, 0] = -1 if (a0 < 0 or e0 < 0) else a0 * width + e0
-                cidx[j, 1] = -1 if (a0 < 0 or e1 < 0) else a0 * width + e1
-                cidx[j, 2] = -1 if (a1 < 0 or e0 < 0) else a1 * width + e0
-                cidx[j, 3] = -1 if (a1 < 0 or e1 < 0) else a1 * width + e1
-                if undefined:
-                    for c in range(4):
-                        cidx[j, c] = 0
-        else:
-            fast[j] = _SLOW
-            for c in range(ncorner):
-                flat = np.int64(0)
-                wc = 1.0
-                for k in range(d):
-                    bit = (c >> (d - 1 - k)) & 1
-                    floor = np.int64(0) if (undefined and k == 0) else np.int64(base[b, k, pos])
-                    i0, i1 = _tap_pair(floor, spatial[k], padding)
-                    tap = i1 if bit else i0
-                    if tap < 0 or flat < 0:
-                        flat = -1
-                    else:
-                        flat = flat * spatial[k] + tap
-                    if need_w:
-                        wc *= w[b, k, bit, pos]
-                cidx[j, c] = 0 if undefined else flat
+        fast[j] = _SLOW
+        for c in range(ncorner):
+            flat = np.int64(0)
+            wc = 1.0
+            for k in range(d):
+                bit = (c >> (d - 1 - k)) & 1
+                floor = np.int64(0) if (undefined and k == 0) else np.int64(base[b, k, pos])
+                i0, i1 = _tap_pair(floor, spatial[k], padding)
+                tap = i1 if bit else i0
+                if tap < 0 or flat < 0:
+                    flat = -1
+                else:
+                    flat = flat * spatial[k] + tap
                 if need_w:
-                    cw[j, c] = wc
-                if need_dw:
-                    for i in range(d):
-                        dwc = 1.0
-                        for k in range(d):
-                            bit = (c >> (d - 1 - k)) & 1
-                            dwc *= _slope_at(dw, base, b, k, bit, pos) if k == i else w[b, k, bit, pos]
-                        cdw[j, c, i] = dwc
+                    wc *= w[b, k, bit, pos]
+            cidx[j, c] = 0 if undefined else flat
+            if need_w:
+                cw[j, c] = wc
+            if need_dw:
+                for i in range(d):
+                    dwc = 1.0
+                    for k in range(d):
+                        bit = (c >> (d - 1 - k)) & 1
+                        dwc *= _slope_at(dw, base, b, k, bit, pos) if k == i else w[b, k, bit, pos]
+                    cdw[j, c, i] = dwc
     return npos
 
 
@@ -1073,12 +1031,12 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
 
 
 @numba.njit(cache=_CACHE, **_JIT)
-def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, w, dw):
+def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     """:func:`_axis_floors_2d` + :func:`_axis_weights_body` for the built-in ``tri`` kernel, bitwise,
     in a loop LLVM vectorises (see :func:`_tri_block_2d` for the exact float row/column and
-    ``φ(t - 1) = 1 - φ(t)``); on [0, 1) the right derivatives are the constants
-    ``φ'(t) = -1`` and ``φ'(t - 1) = 1``.  Undefined positions, and periodic ones off the
-    lattice (fmod), are redone by the scalar code afterwards."""
+    ``φ(t - 1) = 1 - φ(t)``).  No φ' taps: tri's slopes are constants, read by
+    :func:`_slope_at` (:func:`_constant_slopes`).  Undefined positions, and periodic ones off
+    the lattice (fmod), are redone by the scalar code afterwards."""
     m = stop - start
     e0s = eps[b, 0, start:stop]
     e1s = eps[b, 1, start:stop]
@@ -1100,16 +1058,6 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, 
         # NaN compares false: those positions are redone below
         base0[j] = np.int32(clipped0) if (clipped0 >= lo) & (clipped0 <= hi0) else np.int32(0)
         base1[j] = np.int32(clipped1) if (clipped1 >= lo) & (clipped1 <= hi1) else np.int32(0)
-    if need_dw:
-        da0 = dw[b, 0, 0, start:stop]
-        da1 = dw[b, 0, 1, start:stop]
-        de0 = dw[b, 1, 0, start:stop]
-        de1 = dw[b, 1, 1, start:stop]
-        for j in range(m):
-            da0[j] = -1.0
-            da1[j] = 1.0
-            de0[j] = -1.0
-            de1[j] = 1.0
     for j in range(m):
         e0 = np.float64(e0s[j])
         e1 = np.float64(e1s[j])
@@ -1117,9 +1065,6 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, 
             base0[j] = _UNDEFINED
             base1[j] = 0
             wa0[j] = wa1[j] = we0[j] = we1[j] = np.nan
-            if need_dw:
-                dw[b, 0, 0, start + j] = dw[b, 0, 1, start + j] = np.nan
-                dw[b, 1, 0, start + j] = dw[b, 1, 1, start + j] = np.nan
         elif padding == 1:
             pos = start + j
             row = pos // width
@@ -1132,14 +1077,14 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, need_dw, base, 
 
 
 @numba.njit(parallel=True, cache=_CACHE, **_JIT)
-def _tri_taps_2d(eps, spatial, padding, need_dw, base, w, dw):
-    """The axis taps of :func:`_axis_floors` and :func:`_axis_weights_body` for the built-in ``tri``
+def _tri_taps_2d(eps, spatial, padding, base, w):
+    """The φ taps of :func:`_axis_floors` and :func:`_axis_weights_body` for the built-in ``tri``
     kernel in 2-D (bitwise the same arrays; ``test_bilinear_taps_are_bitwise``)."""
     batch, d, npos = eps.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     for task in prange(batch * nblocks):
         b, start, stop = _block_of(task, nblocks, npos)
-        _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, need_dw, base, w, dw)
+        _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, base, w)
 
 
 # A transient plan's taps, the channel-last copies and the scatter accumulators are scratch
@@ -1188,8 +1133,8 @@ def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, rela
     w = allocate("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
     dw = allocate("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
     same_grid = relative and np.array_equal(spatial, out_spatial)
-    if fused and d == 2 and need_w and same_grid and _is_bilinear(kernel):
-        _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], need_dw, base, w, dw)
+    if fused and d == 2 and need_w and not need_dw and same_grid and _is_bilinear(kernel):
+        _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], base, w)
     else:
         _axis_floors(eps_flat, out_spatial, relative, spatial, PADDING_CODES[padding], base, w if need_w else dw)
         _axis_taps_for(kernel)(need_w, need_dw, w, dw)

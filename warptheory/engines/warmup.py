@@ -54,7 +54,7 @@ def _signatures(dtype):
         "position_derivative": (data, data, base, weights, weights, spatial, i64, flag, data),
         "scatter": (data, base, weights, spatial, i64, i64, data),
         "scatter_channel_last": (data, base, weights, spatial, i64, acc, data),
-        "tri_taps": (data, spatial, i64, flag, base, weights, weights),
+        "tri_taps": (data, spatial, i64, base, weights),
         "floors": (data, spatial, flag, spatial, i64, base, weights),
         "taps": (flag, flag, weights, weights),
     }
