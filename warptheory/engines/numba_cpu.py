@@ -1,59 +1,19 @@
-r"""Numba CPU warp engine (paper eqs 2–4, 16–18, 49–51).
+r"""Numba CPU warp engine (paper eqs 2–4, 16–18, 49–51): the engine protocol of
+:mod:`warptheory.engines` (class :class:`Taps`), with the conventions of the reference
+:mod:`warptheory.engines.reference` (``paper_notes/s02_warping.md``).
 
-Same interface and conventions as the reference :mod:`warptheory.engines.reference`
-(see ``paper_notes/s02_warping.md``).  Two stages:
+Two stages: per-axis taps (padding-reduced floors and the kernel's weights, d entries per
+position; :func:`_axis_floors`, :func:`_axis_taps_for`), then kernel-independent parallel loops
+over blocks of positions, which expand the taps into the block's corners and loop over the
+channels: :func:`_gather`, :func:`_scatter`, :func:`_position_derivative`.  The specialised paths
+(2-D fast corners with the vector intrinsics of :mod:`warptheory.engines.simd`, channel-last
+gather and scatter, the bilinear forward and taps, constant slopes) are each bitwise equal to
+these loops; ``paper_notes/engines.md`` describes them and the determinism contract, and
+``bench/bench_paths.py`` measures what each one saves.
 
-1. **Axis taps**: φ has support [-1, 1], so along axis ``k`` the sample position
-   ``p = v_k + eps[b,k,v]`` touches the two lattice points ``floor(p)`` and
-   ``floor(p) + 1``.  For each we store the (padding-reduced) floor as int32 and the
-   weights ``φ(t)``, ``φ(t - 1)`` (and, when asked, ``φ'``) — ``d`` entries per
-   position instead of the ``2**d`` corners.  An undefined position (NaN/±inf offset)
-   is marked with :data:`_UNDEFINED` and gets NaN weights, so every gather at it is NaN
-   and every scatter skips it.  The floors and fractions are kernel-independent
-   (:func:`_axis_floors`); the weights are the only kernel-dependent code, a few lines
-   compiled once per kernel and cached on disk (:func:`_axis_taps_for`).
-2. **Kernel-independent loops**, compiled once per dtype and cached on disk.  Each
-   parallel task takes a block of positions, expands the axis taps into the block's
-   ``2**d`` corner indices and products ``Π_k φ(t_k)`` (and ``φ'(t_i) Π_{k≠i} φ(t_k)``)
-   in a small scratch that stays in cache, then loops over the channels:
-   the gather of eq 2 (also unwarp's grad_x, eq 50), the position derivative of eq 4
-   (also unwarp's grad_eps, eq 51: the channel sums ``Σ_n g x`` per corner first, the
-   slopes applied once per position after) and the scatter of eq 3 (also unwarp,
-   eq 49); four channels per sweep share the block's index and weight loads.  In 2-D
-   a position whose four corners are inside the lattice and adjacent (the common case)
-   is read through one base index, with the vector intrinsics of
-   :mod:`warptheory.engines.simd` (pair loads, four channels per call) and software prefetch
-   of the rows ahead; the others read each corner, an outside corner as 0 (a select on
-   the loaded value, so x itself is never copied or padded).  The tap arrays are
-   per-thread scratch reused across calls (:func:`_scratch`).
-
-In 2-D with eight channels or more the gathers and the scatter work channel-last, eight
-channels per vector (:mod:`warptheory.engines.simd`): the gather (:func:`_gather_2d_channel_last`)
-copies each image to positions × channels first and reads a corner's eight channels with one
-load; the scatter (:func:`_scatter_2d_channel_last`) accumulates each group of eight channels
-in a positions × 8 float64 buffer; 8 × 8 register transposes bring results back to channel
-planes.  The float64 operations and their order are those of the plane loops, so the results
-are bitwise theirs (``fused=False`` in :func:`warp`, ``channel_last=False`` in the helpers
-select the plane loops, for the tests).
-
-Bilinear 2-D (the built-in ``tri``, by far the most used case) has two specialisations,
-each bitwise equal to the generic code above and tested so: the forward computes the
-taps inside each gather block (:func:`_gather_tri_2d`, no tap arrays), and the backward's
-tap stage is a loop LLVM vectorises (:func:`_tri_taps_2d`).
-
-The transpose (eq 3, a scatter) is deterministic — bitwise identical across runs and
-thread counts — because each parallel task owns whole output planes ``(b, channels)``:
-it adds the contributions to every input in increasing source position and corner
-order, into a private float64 plane, and no two threads ever write the same element.
-The summation order of each element is thus fixed by the data alone.  (A single plane
-is one task, so a lone image with one channel runs on one thread.)
-
-Precision: weights are float64; sums are accumulated in float64 and rounded once to
-the input dtype, so float32 results differ from the float64 reference only by that
-final rounding (plus the rounding of float32 inputs, which the reference shares).
-The loops are compiled with ``fastmath={"contract"}`` only — fused multiply-adds, one
-rounding fewer per term and deterministic; no flag that assumes away NaN/inf or
-reorders sums, so the NaN/inf policy and the scatter's fixed order are untouched.
+Precision: weights are float64; sums are accumulated in float64 and rounded once to the input
+dtype.  The loops are compiled with ``fastmath={"contract"}`` only (fused multiply-adds:
+deterministic, one rounding fewer per term); no flag that assumes away NaN/inf or reorders sums.
 """
 from __future__ import annotations
 

@@ -1,0 +1,199 @@
+"""What each specialised path of the Numba engine buys: the engine with one path switched off at a time.
+
+Run:  python bench/bench_paths.py [--rounds 15] [--threads 2] [--no-simd]
+
+Not part of CI.  The style rule (``../shared/STYLE.md``) is that a second copy of the maths must pay for
+itself; issue 11 asks for a smaller engine (item 8) without losing speed (item 7).  This prints, for each
+specialisation, its size in lines and the time of ``warp`` and of ``warp`` + ``warp_backward`` without it,
+so the two can be weighed.  Each path is switched off at its Python dispatch point (the engine's own
+selection functions, patched in this process), and every variant is first checked to give bitwise the
+results of the full engine.
+
+Cases: 2-D, B = 8, 128², float32, tri, zeros; N = 16 at σ = 0.7 and 2 (issue 11's goal rows) and N = 4
+(the channel count of the validation suite's Monte-Carlo).  Every round times every variant and torch
+``grid_sample`` in turn (minimum of 5 calls each); the table gives medians over the rounds.
+
+``--no-simd`` runs the same table in a child process whose vector intrinsics fail to compile
+(``warptheory.engines.simd`` falls back to its plain loops), with an empty numba cache: minutes of
+compiling before the first row.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CASES = [("N=16 σ=0.7", 16, 0.7), ("N=16 σ=2", 16, 2.0), ("N=4 σ=0.7", 4, 0.7)]
+
+_BREAK_SIMD = """
+import llvmlite.ir
+def broken(*args, **kwargs):
+    raise RuntimeError("vector intrinsics switched off by bench_paths.py --no-simd")
+llvmlite.ir.IRBuilder.shuffle_vector = broken
+"""
+
+
+def variants(engine, wt):
+    """name -> (patches of the engine module, the functions the path adds)."""
+    tri = wt.get_kernel("tri")
+
+    def generic_tri_taps(eps, spatial, padding, base, w):
+        engine._axis_floors(eps, spatial, True, spatial, padding, base, w)
+        engine._axis_taps_for(tri)(True, False, w, w)
+
+    return {
+        "full engine": ({}, []),
+        "- channel-last gather": (
+            {"_channel_last_workers": lambda *args: 0},
+            ["_channel_last_workers", "_to_channel_last", "_gather_block_channel_last", "_prepare_block_2d",
+             "_gather_2d_channel_last", "simd.transpose8x16", "simd.gather_channel_last8",
+             "simd.plain_transpose8x16", "simd.plain_gather_channel_last8"],
+        ),
+        "- channel-last scatter": (
+            {"_scatter_workers": lambda *args: 0},
+            ["_scatter_workers", "_scatter_block_channel_last", "_scatter_2d_channel_last",
+             "simd.scatter_channel_last16", "simd.from_channel_last8", "simd.plain_scatter_channel_last16",
+             "simd.plain_from_channel_last8"],
+        ),
+        "- bilinear taps": ({"_tri_taps_2d": generic_tri_taps}, ["_tri_taps_block", "_tri_taps_2d"]),
+        "- both bilinear paths": (
+            {"_is_bilinear": lambda kernel: False},
+            ["_is_bilinear", "_tri_taps_at", "_tri_block_2d", "_gather_tri_2d", "_gather_scratch_2d",
+             "_tri_taps_block", "_tri_taps_2d"],
+        ),
+        "- all four": (
+            {"_channel_last_workers": lambda *args: 0, "_scatter_workers": lambda *args: 0,
+             "_is_bilinear": lambda kernel: False},
+            None,
+        ),
+    }
+
+
+def source_lines(engine, names):
+    """Lines of the named functions (decorators and docstrings included)."""
+    from warptheory.engines import simd
+
+    total = 0
+    for name in names:
+        module, attr = (simd, name[5:]) if name.startswith("simd.") else (engine, name)
+        function = getattr(module, attr)
+        function = getattr(function, "py_func", getattr(function, "_defn", function))
+        total += len(inspect.getsourcelines(function)[0])
+    return total
+
+
+def best_of(fn, calls=5):
+    fn()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return min(samples)
+
+
+def run(rounds, threads):
+    import numba
+    import torch
+
+    import warptheory as wt
+    from warptheory.engines import numba_cpu as engine
+    from warptheory.engines import simd
+
+    numba.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    table = variants(engine, wt)
+    original = {name: getattr(engine, name) for patches, _ in table.values() for name in patches}
+
+    def switch(patches):
+        for name, value in original.items():
+            setattr(engine, name, patches.get(name, value))
+
+    print(f"Numba engine paths: threads={threads}, numba {numba.__version__}, torch {torch.__version__}, "
+          f"vector intrinsics {'on' if simd.AVAILABLE else 'OFF (' + simd.REASON + ')'}, rounds={rounds}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    times = {}
+    for case, channels, sigma in CASES:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(8, channels, 128, 128)).astype(np.float32)
+        eps = (sigma * rng.normal(size=(8, 2, 128, 128))).astype(np.float32)
+        g = rng.normal(size=x.shape).astype(np.float32)
+
+        def ours():
+            return (wt.warp(x, eps, "tri"), *wt.warp_backward(x, eps, g, "tri"))
+
+        switch({})
+        want = [a.tobytes() for a in ours()]
+        for name, (patches, _) in table.items():
+            switch(patches)
+            if [a.tobytes() for a in ours()] != want:
+                raise AssertionError(f"{name}: results differ from the full engine's")
+        positions = np.indices((128, 128), dtype=np.float32)[None] + eps
+        grid = torch.from_numpy(np.ascontiguousarray(
+            np.stack([2 * positions[:, 1] / 127 - 1, 2 * positions[:, 0] / 127 - 1], axis=-1)))
+        xt, gt = torch.from_numpy(x), torch.from_numpy(g)
+        xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
+        sample = torch.nn.functional.grid_sample
+
+        def torch_both():
+            xr.grad = gr.grad = None
+            sample(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
+
+        for _ in range(rounds):
+            for name, (patches, _) in table.items():
+                switch(patches)
+                times.setdefault((case, name), []).append(
+                    (best_of(lambda: wt.warp(x, eps, "tri")),
+                     best_of(lambda: (wt.warp(x, eps, "tri"), wt.warp_backward(x, eps, g, "tri")))))
+            switch({})
+            with torch.no_grad():
+                forward = best_of(lambda: sample(xt, grid, "bilinear", "zeros", align_corners=True))
+            times.setdefault((case, "torch grid_sample"), []).append((forward, best_of(torch_both)))
+    switch({})
+
+    print(f"{'case':11} {'variant':24} {'lines':>5} {'fwd ms':>7} {'f+b ms':>7} {'fwd ×torch':>10} "
+          f"{'f+b ×torch':>10} {'fwd / full':>10} {'f+b / full':>10}")
+    for case, _, _ in CASES:
+        def medians(name):
+            rows = times[(case, name)]
+            return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+        torch_f, torch_fb = medians("torch grid_sample")
+        full_f, full_fb = medians("full engine")
+        for name, (_, functions) in [*table.items(), ("torch grid_sample", (None, None))]:
+            f, fb = medians(name)
+            lines = "" if not functions else str(source_lines(engine, functions))
+            against_full = "" if functions is None and name != "- all four" else f"{f / full_f:10.2f} {fb / full_fb:10.2f}"
+            print(f"{case:11} {name:24} {lines:>5} {1e3 * f:7.2f} {1e3 * fb:7.2f} {torch_f / f:10.2f} "
+                  f"{torch_fb / fb:10.2f} {against_full}")
+    print("ms: medians over the rounds of the best of 5 calls; × torch > 1: ours faster; / full > 1: the path "
+          "pays for itself")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-simd", action="store_true", help="the plain loops instead of the vector intrinsics")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.threads < 1:
+        parser.error("--rounds and --threads must be at least 1")
+    if args.no_simd:
+        with tempfile.TemporaryDirectory() as cache:
+            code = _BREAK_SIMD + (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+                                  f"import bench_paths; bench_paths.run({args.rounds}, {args.threads})\n")
+            return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_CACHE_DIR=cache)).returncode
+    run(args.rounds, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
