@@ -26,9 +26,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+from bench_warp import timeit
 
 CASES = [("N=16 σ=0.7", 16, 0.7), ("N=16 σ=2", 16, 2.0), ("N=4 σ=0.7", 4, 0.7)]
 
@@ -90,13 +91,8 @@ def source_lines(engine, names):
 
 
 def best_of(fn, calls=5):
-    fn()
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return min(samples)
+    """The fastest of ``calls`` calls, after one to warm up (bench_warp.timeit's minimum)."""
+    return timeit(fn, calls, warmup=1)[1]
 
 
 def run(rounds, threads):
