@@ -468,6 +468,23 @@ def test_tap_workspace_reuse_across_shapes():
             assert_close_to_reference(ours, ref, np.float64)
 
 
+def test_scratch_is_cache_line_aligned(monkeypatch):
+    """Every scratch array starts on a 64-byte boundary, whatever its dtype, its size (workspace
+    or, above _WORKSPACE_BYTES, per call) and the buffer it reuses: the channel-last copies and
+    accumulators move whole cache lines, and a buffer that starts inside one splits each of them.
+    """
+    from warptheory.engines import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "_WORKSPACE_BYTES", 4096)
+    for name, shape, dtype in [("a", (3, 5), np.float32), ("a", (7,), np.float64), ("a", (2, 9), np.int32),
+                               ("b", (1,), np.uint8), ("b", (0, 4), np.float64), ("c", (64, 65), np.float64)]:
+        for _ in range(3):
+            array = numba_cpu._scratch(name, shape, dtype)
+            assert array.shape == shape and array.dtype == dtype and array.flags.c_contiguous
+            assert array.ctypes.data % 64 == 0, (name, shape, dtype)
+            array[...] = 1  # writable, and a later request of another shape may reuse it
+
+
 def test_concurrent_python_threads():
     """The engine releases the GIL and keeps its tap and channel-last buffers per thread: warps
     running in several Python threads at once give bitwise the results of sequential calls."""

@@ -1054,6 +1054,10 @@ def _tri_taps_2d(eps, spatial, padding, base, w):
 # pass).  Each thread therefore keeps its buffers, up to _WORKSPACE_BYTES each (larger ones are
 # allocated per call), until release_scratch().
 _WORKSPACE_BYTES = 64 * 2**20
+# Scratch alignment: the channel-last copies and accumulators are read and written a cache line
+# (8 float64 or 16 float32) at a time, and a buffer that starts inside a line splits every one of
+# those accesses over two lines (grad_x 3-14 % slower at 16 bytes off; bench/RESULTS.md, tenth pass).
+_ALIGN = 64
 _workspace = threading.local()
 
 
@@ -1062,17 +1066,25 @@ def release_scratch():
     _workspace.__dict__.pop("buffers", None)
 
 
+def _aligned_empty(nbytes):
+    """``nbytes`` uninitialised bytes starting on a cache-line boundary (:data:`_ALIGN`)."""
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start:start + nbytes]
+
+
 def _scratch(name, shape, dtype):
-    """An uninitialised array of ``shape`` from this thread's buffer ``name``."""
+    """An uninitialised array of ``shape`` from this thread's buffer ``name``, starting on a
+    cache-line boundary."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64))
-    if size * dtype.itemsize > _WORKSPACE_BYTES:
-        return np.empty(shape, dtype=dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > _WORKSPACE_BYTES:
+        return _aligned_empty(nbytes).view(dtype).reshape(shape)
     buffers = _workspace.__dict__.setdefault("buffers", {})
     buffer = buffers.get(name)
-    if buffer is None or buffer.size < size or buffer.dtype != dtype:
-        buffer = buffers[name] = np.empty(max(size, 1), dtype=dtype)
-    return buffer[:size].reshape(shape)
+    if buffer is None or buffer.size < nbytes:
+        buffer = buffers[name] = _aligned_empty(max(nbytes, _ALIGN))
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, relative=True, owned=False):
