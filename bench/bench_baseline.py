@@ -1,0 +1,177 @@
+"""The Numba engine against itself at an earlier git revision, in one process, interleaved round by round.
+
+Run:  python bench/bench_baseline.py [--rev 822cbf3] [--rounds 25] [--threads 2] [--all]
+
+Not part of CI.  Issue 11 asks that the engine lose no speed, and its goals are ratios to torch
+``grid_sample``; but torch's own time on this machine moves by up to 40 % between runs (bench/RESULTS.md,
+seventh to ninth passes), so two separate runs cannot tell an engine regression from a slow torch run.
+This script loads the package as it was at ``--rev`` (default 822cbf3, main before issue 11's
+restructure) under the name ``warptheory_baseline``, next to the working tree's ``warptheory``, checks
+that both give bitwise the same results on each case, and then times, in every round, the baseline,
+ours and torch in turn (minimum of 3 calls each).  It prints medians over the rounds and the paired
+ratio baseline / ours per round (its median and quartiles): > 1 means ours is faster.
+
+Cases: issue 11's goal rows (2-D, B = 8, N = 16, 128², float32, tri, zeros, σ = 0.7 and 2);
+``--all`` adds the other rows of bench_warp.py.  The baseline's sources are taken with ``git archive``
+into ``~/.cache/warptheory/bench-baseline/<commit>/`` (its numba cache stays there between runs) and
+its absolute imports renamed; the script stops if any ``warptheory`` module is loaded while the
+baseline runs alone.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+
+from bench_warp import cases, torch_grid
+
+BASELINE = "warptheory_baseline"
+_ABSOLUTE = re.compile(r"""(?<=from )warptheory\b|(?<=import )warptheory\b|(?<=["'])warptheory(?=\.)""")
+
+
+def baseline_package(rev):
+    """The directory holding ``warptheory_baseline``, the package at git revision ``rev``."""
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True,
+                            cwd=root).stdout.strip()
+    if not commit:
+        sys.exit(f"bench_baseline.py: --rev: {rev!r} is not a commit of {root}")
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "warptheory",
+                         "bench-baseline")
+    target = os.path.join(cache, commit)
+    if os.path.isdir(os.path.join(target, BASELINE)):
+        return target, commit
+    archive = subprocess.run(["git", "archive", "--format=tar", commit, "warptheory"], capture_output=True,
+                             check=True, cwd=root).stdout
+    os.makedirs(cache, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=cache)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(staging, filter="data")
+    os.rename(os.path.join(staging, "warptheory"), os.path.join(staging, BASELINE))
+    for folder, _, files in os.walk(os.path.join(staging, BASELINE)):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(_ABSOLUTE.sub(BASELINE, text))
+    os.rename(staging, target)
+    return target, commit
+
+
+def problem(case):
+    """bench_warp.measure's data for ``case``."""
+    _, B, N, spatial, dtype, kernel, sigma = case
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(B, N, *spatial)).astype(dtype)
+    eps = (sigma * rng.normal(size=(B, len(spatial), *spatial))).astype(dtype)
+    g = rng.normal(size=x.shape).astype(dtype)
+    return x, eps, g, kernel
+
+
+def results(wt, x, eps, g, kernel):
+    return [wt.warp(x, eps, kernel), *wt.warp_backward(x, eps, g, kernel)]
+
+
+def best_of(fn, calls=3):
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", default="822cbf3", help="git revision of the baseline engine (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--all", action="store_true", help="every row of bench_warp.py, not only the goal rows")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.threads < 1:
+        parser.error("--rounds and --threads: expected positive integers")
+
+    import numba
+    import torch
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(args.threads)
+    folder, commit = baseline_package(args.rev)
+    sys.path.insert(0, folder)
+    import warptheory_baseline as base
+
+    chosen = cases() if args.all else [c for c in cases() if "(goal)" in c[0]]
+    for case in chosen:  # the baseline alone first: every lazy import it makes must be its own
+        results(base, *problem(case)[:3], case[5])
+    leaked = sorted(name for name in sys.modules if name == "warptheory" or name.startswith("warptheory."))
+    if leaked:
+        sys.exit(f"bench_baseline.py: the baseline loaded {leaked}: an import was not renamed")
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import warptheory as ours
+
+    load = os.getloadavg()[0]
+    print(f"engine at {commit[:10]} (baseline) against the working tree: threads={args.threads}, "
+          f"numba {numba.__version__}, torch {torch.__version__}, rounds={args.rounds}, load average {load:.1f} at start")
+    header = (f"{'case':28s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
+              f"{'ours ×torch':>11s} {'base/ours':>9s} {'[q25, q75]':>14s} bitwise")
+    print(header)
+    fn = torch.nn.functional.grid_sample
+    for case in chosen:
+        name, spatial = case[0], case[3]
+        x, eps, g, kernel = problem(case)
+        same = all(a.tobytes() == b.tobytes() for a, b in zip(results(base, x, eps, g, kernel),
+                                                               results(ours, x, eps, g, kernel)))
+        xt, gt, grid = torch.from_numpy(x), torch.from_numpy(g), torch_grid(torch, eps)
+        if len(spatial) == 1:
+            xt, gt = xt[:, :, None], gt[:, :, None]
+        xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
+
+        def torch_fwd():
+            with torch.no_grad():
+                fn(xt, grid, "bilinear", "zeros", align_corners=True)
+
+        def torch_fb():
+            xr.grad = gr.grad = None
+            fn(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
+
+        def engine_fb(wt):
+            return lambda: (wt.warp(x, eps, kernel), wt.warp_backward(x, eps, g, kernel))
+
+        timed = {
+            ("fwd", "base"): lambda: base.warp(x, eps, kernel), ("fwd", "ours"): lambda: ours.warp(x, eps, kernel),
+            ("fwd", "torch"): torch_fwd,
+            ("f+b", "base"): engine_fb(base), ("f+b", "ours"): engine_fb(ours), ("f+b", "torch"): torch_fb,
+        }
+        for f in timed.values():
+            f()
+        samples = {key: [] for key in timed}
+        for _ in range(args.rounds):
+            for key, f in timed.items():
+                samples[key].append(best_of(f))
+        for what in ("fwd", "f+b"):
+            b, o, t = (samples[what, who] for who in ("base", "ours", "torch"))
+            paired = [u / v for u, v in zip(b, o)]
+            q25, q75 = np.percentile(paired, [25, 75])
+            med = statistics.median
+            print(f"{name:28s} {what:4s} {med(b):8.2f} {med(o):8.2f} {med(t):9.2f} "
+                  f"{med([u / v for u, v in zip(t, b)]):11.2f} {med([u / v for u, v in zip(t, o)]):11.2f} "
+                  f"{med(paired):9.3f} [{q25:5.3f}, {q75:5.3f}] {'yes' if same else 'NO'}")
+    print("ms: medians over the rounds (each the minimum of 3 calls); × torch and base/ours: medians of the "
+          "per-round ratios, > 1 means the second is faster; bitwise: warp and both gradients equal byte for byte")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
