@@ -19,7 +19,6 @@ baseline runs alone.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import re
@@ -32,7 +31,7 @@ import time
 
 import numpy as np
 
-from bench_warp import cases, torch_grid
+from bench_warp import cases, problem, rounds_parser, torch_grid
 
 BASELINE = "warptheory_baseline"
 _ABSOLUTE = re.compile(r"""(?<=from )warptheory\b|(?<=import )warptheory\b|(?<=["'])warptheory(?=\.)""")
@@ -70,16 +69,6 @@ def baseline_package(rev):
     return target, commit
 
 
-def problem(case):
-    """bench_warp.measure's data for ``case``."""
-    _, B, N, spatial, dtype, kernel, sigma = case
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(B, N, *spatial)).astype(dtype)
-    eps = (sigma * rng.normal(size=(B, len(spatial), *spatial))).astype(dtype)
-    g = rng.normal(size=x.shape).astype(dtype)
-    return x, eps, g, kernel
-
-
 def results(wt, x, eps, g, kernel):
     return [wt.warp(x, eps, kernel), *wt.warp_backward(x, eps, g, kernel)]
 
@@ -94,14 +83,10 @@ def best_of(fn, calls=3):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser, check = rounds_parser(__doc__.splitlines()[0], rounds=25)
     parser.add_argument("--rev", default="822cbf3", help="git revision of the baseline engine (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--all", action="store_true", help="every row of bench_warp.py, not only the goal rows")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.threads < 1:
-        parser.error("--rounds and --threads: expected positive integers")
+    args = check(parser.parse_args(argv))
 
     import numba
     import torch

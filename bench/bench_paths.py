@@ -19,7 +19,6 @@ compiling before the first row.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import statistics
@@ -29,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from bench_warp import timeit
+from bench_warp import rounds_parser, timeit
 
 CASES = [("N=16 σ=0.7", 16, 0.7), ("N=16 σ=2", 16, 2.0), ("N=4 σ=0.7", 4, 0.7)]
 
@@ -175,13 +174,9 @@ def run(rounds, threads):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2)
+    parser, check = rounds_parser(__doc__.splitlines()[0], rounds=15)
     parser.add_argument("--no-simd", action="store_true", help="the plain loops instead of the vector intrinsics")
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.threads < 1:
-        parser.error("--rounds and --threads must be at least 1")
+    args = check(parser.parse_args(argv))
     if args.no_simd:
         with tempfile.TemporaryDirectory() as cache:
             code = _BREAK_SIMD + (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"

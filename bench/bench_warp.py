@@ -74,12 +74,33 @@ def torch_grid(torch, eps):
     return torch.from_numpy(np.ascontiguousarray(grid))
 
 
-def measure(case, repeats, torch, wt):
-    name, B, N, spatial, dtype, kernel, sigma = case
+def problem(case):
+    """x, eps, grad_y of ``case`` (seeded) and its kernel name."""
+    _, B, N, spatial, dtype, kernel, sigma = case
     rng = np.random.default_rng(0)
     x = rng.normal(size=(B, N, *spatial)).astype(dtype)
     eps = (sigma * rng.normal(size=(B, len(spatial), *spatial))).astype(dtype)
     g = rng.normal(size=x.shape).astype(dtype)
+    return x, eps, g, kernel
+
+
+def rounds_parser(description, rounds):
+    """The ``--rounds`` / ``--threads`` parser of the interleaved benchmarks; ``check(args)`` after parsing."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--threads", type=int, default=2)
+
+    def check(args):
+        if args.rounds < 1 or args.threads < 1:
+            parser.error("--rounds and --threads must be at least 1")
+        return args
+
+    return parser, check
+
+
+def measure(case, repeats, torch, wt):
+    spatial = case[3]
+    x, eps, g, kernel = problem(case)
     out = {}
     out["fwd"] = timeit(lambda: wt.warp(x, eps, kernel), repeats)
 
