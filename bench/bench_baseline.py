@@ -27,11 +27,10 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 
 import numpy as np
 
-from bench_warp import cases, problem, rounds_parser, torch_grid
+from bench_warp import cases, problem, rounds_parser, timeit, torch_calls
 
 BASELINE = "warptheory_baseline"
 _ABSOLUTE = re.compile(r"""(?<=from )warptheory\b|(?<=import )warptheory\b|(?<=["'])warptheory(?=\.)""")
@@ -73,15 +72,6 @@ def results(wt, x, eps, g, kernel):
     return [wt.warp(x, eps, kernel), *wt.warp_backward(x, eps, g, kernel)]
 
 
-def best_of(fn, calls=3):
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
-
-
 def main(argv=None):
     parser, check = rounds_parser(__doc__.splitlines()[0], rounds=25)
     parser.add_argument("--rev", default="822cbf3", help="git revision of the baseline engine (default: %(default)s)")
@@ -99,7 +89,7 @@ def main(argv=None):
 
     chosen = cases() if args.all else [c for c in cases() if "(goal)" in c[0]]
     for case in chosen:  # the baseline alone first: every lazy import it makes must be its own
-        results(base, *problem(case)[:3], case[5])
+        results(base, *problem(case))
     leaked = sorted(name for name in sys.modules if name == "warptheory" or name.startswith("warptheory."))
     if leaked:
         sys.exit(f"bench_baseline.py: the baseline loaded {leaked}: an import was not renamed")
@@ -112,24 +102,12 @@ def main(argv=None):
     header = (f"{'case':28s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
               f"{'ours ×torch':>11s} {'base/ours':>9s} {'[q25, q75]':>14s} bitwise")
     print(header)
-    fn = torch.nn.functional.grid_sample
     for case in chosen:
-        name, spatial = case[0], case[3]
+        name = case[0]
         x, eps, g, kernel = problem(case)
         same = all(a.tobytes() == b.tobytes() for a, b in zip(results(base, x, eps, g, kernel),
                                                                results(ours, x, eps, g, kernel)))
-        xt, gt, grid = torch.from_numpy(x), torch.from_numpy(g), torch_grid(torch, eps)
-        if len(spatial) == 1:
-            xt, gt = xt[:, :, None], gt[:, :, None]
-        xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
-
-        def torch_fwd():
-            with torch.no_grad():
-                fn(xt, grid, "bilinear", "zeros", align_corners=True)
-
-        def torch_fb():
-            xr.grad = gr.grad = None
-            fn(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
+        torch_fwd, torch_fb = torch_calls(torch, x, eps, g)
 
         def engine_fb(wt):
             return lambda: (wt.warp(x, eps, kernel), wt.warp_backward(x, eps, g, kernel))
@@ -144,7 +122,7 @@ def main(argv=None):
         samples = {key: [] for key in timed}
         for _ in range(args.rounds):
             for key, f in timed.items():
-                samples[key].append(best_of(f))
+                samples[key].append(1e3 * timeit(f, 3, warmup=0)[1])  # the minimum of 3 calls
         for what in ("fwd", "f+b"):
             b, o, t = (samples[what, who] for who in ("base", "ours", "torch"))
             paired = [u / v for u, v in zip(b, o)]

@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from bench_warp import rounds_parser, timeit
+from bench_warp import rounds_parser, timeit, torch_calls
 
 CASES = [("N=16 σ=0.7", 16, 0.7), ("N=16 σ=2", 16, 2.0), ("N=4 σ=0.7", 4, 0.7)]
 
@@ -130,16 +130,7 @@ def run(rounds, threads):
             switch(patches)
             if [a.tobytes() for a in ours()] != want:
                 raise AssertionError(f"{name}: results differ from the full engine's")
-        positions = np.indices((128, 128), dtype=np.float32)[None] + eps
-        grid = torch.from_numpy(np.ascontiguousarray(
-            np.stack([2 * positions[:, 1] / 127 - 1, 2 * positions[:, 0] / 127 - 1], axis=-1)))
-        xt, gt = torch.from_numpy(x), torch.from_numpy(g)
-        xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
-        sample = torch.nn.functional.grid_sample
-
-        def torch_both():
-            xr.grad = gr.grad = None
-            sample(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
+        torch_forward, torch_both = torch_calls(torch, x, eps, g)
 
         for _ in range(rounds):
             for name, (patches, _) in table.items():
@@ -148,9 +139,7 @@ def run(rounds, threads):
                     (best_of(lambda: wt.warp(x, eps, "tri")),
                      best_of(lambda: (wt.warp(x, eps, "tri"), wt.warp_backward(x, eps, g, "tri")))))
             switch({})
-            with torch.no_grad():
-                forward = best_of(lambda: sample(xt, grid, "bilinear", "zeros", align_corners=True))
-            times.setdefault((case, "torch grid_sample"), []).append((forward, best_of(torch_both)))
+            times.setdefault((case, "torch grid_sample"), []).append((best_of(torch_forward), best_of(torch_both)))
     switch({})
 
     print(f"{'case':11} {'variant':24} {'lines':>5} {'fwd ms':>7} {'f+b ms':>7} {'fwd ×torch':>10} "

@@ -99,7 +99,6 @@ def rounds_parser(description, rounds):
 
 
 def measure(case, repeats, torch, wt):
-    spatial = case[3]
     x, eps, g, kernel = problem(case)
     out = {}
     out["fwd"] = timeit(lambda: wt.warp(x, eps, kernel), repeats)
@@ -117,21 +116,31 @@ def measure(case, repeats, torch, wt):
 
         out["plan fwd+bwd"] = timeit(one_plan, repeats)
     if torch is not None:
-        xt, gt = torch.from_numpy(x), torch.from_numpy(g)
-        grid = torch_grid(torch, eps)
-        if len(spatial) == 1:
-            xt, gt = xt[:, :, None], gt[:, :, None]
-        fn = torch.nn.functional.grid_sample
-        with torch.no_grad():
-            out["torch fwd"] = timeit(lambda: fn(xt, grid, "bilinear", "zeros", align_corners=True), repeats)
-        xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
-
-        def torch_fb():
-            xr.grad = gr.grad = None
-            fn(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
-
+        torch_fwd, torch_fb = torch_calls(torch, x, eps, g)
+        out["torch fwd"] = timeit(torch_fwd, repeats)
         out["torch f+b"] = timeit(torch_fb, repeats)
     return x, eps, out
+
+
+def torch_calls(torch, x, eps, g):
+    """The peer's forward (no autograd) and forward + backward for input and grid: bilinear
+    ``grid_sample``, align_corners=True, zeros padding, the grid precomputed (1-D as height 1)."""
+    xt, gt = torch.from_numpy(x), torch.from_numpy(g)
+    grid = torch_grid(torch, eps)
+    if eps.ndim == 3:
+        xt, gt = xt[:, :, None], gt[:, :, None]
+    fn = torch.nn.functional.grid_sample
+    xr, gr = xt.clone().requires_grad_(True), grid.clone().requires_grad_(True)
+
+    def forward():
+        with torch.no_grad():
+            fn(xt, grid, "bilinear", "zeros", align_corners=True)
+
+    def forward_backward():
+        xr.grad = gr.grad = None
+        fn(xr, gr, "bilinear", "zeros", align_corners=True).backward(gt)
+
+    return forward, forward_backward
 
 
 def floors(x, eps, repeats, threads):
