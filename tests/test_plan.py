@@ -51,14 +51,14 @@ def test_functional_api_is_bitwise_the_recorded_engine(kernel, d):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for key, name, padding, dtype, dd, salt in warp_golden.cases():
+        for key, name, padding, dtype, dd, salt, shape in warp_golden.cases():
             if name != kernel or dd != d:
                 continue
-            got = warp_golden.outputs(wt, name, padding, dtype, d, salt)
+            got = warp_golden.outputs(wt, name, padding, dtype, d, salt, shape)
             slopes = get_kernel(warp_golden.kernel(name)).derivative_right_limits.values()
             infinite = not all(np.isfinite(v) for v in slopes)
             if infinite:
-                reference = warp_golden.outputs(reference_engine, name, padding, dtype, d, salt)
+                reference = warp_golden.outputs(reference_engine, name, padding, dtype, d, salt, shape)
             for what, array in got.items():
                 if infinite and what.endswith("grad_eps"):
                     assert_close_to_reference(array, reference[what], np.dtype(dtype).type)

@@ -29,6 +29,10 @@ DTYPES = ("float32", "float64")
 # (batch, channels, spatial): 2-D covers the channel-last paths (8 channels), the four-channel
 # plane loops and a single remainder channel, and more than one block of 512 positions.
 SHAPES = {1: (2, 5, (37,)), 2: (2, 13, (23, 29)), 3: (2, 5, (4, 5, 3))}
+# More 1-D shapes for the 1-D fast path (added later, recorded with the same engine): several
+# blocks of 512 positions with eight channels and a remainder, and lines of one and two points
+# (no position has two inside taps, or every one at most one).
+SHAPES_1D = {"long": (3, 9, (1100,)), "one": (2, 6, (1,)), "two": (2, 5, (2,))}
 OUTPUTS = ("warp_y", "warp_grad_x", "warp_grad_eps", "unwarp_y", "unwarp_grad_x", "unwarp_grad_eps")
 SPECIAL = (np.nan, np.inf, -np.inf, 2.0, -1.5, 0.0, 1e6, -1e17)
 
@@ -51,9 +55,10 @@ def _values(count, salt, modulus, scale):
     return ((k * 7919 + salt * 104729) % modulus - modulus // 2) * (2.0 * scale / modulus)
 
 
-def problem(d, dtype, salt):
-    """x, eps, grad_y for ``d``; every seventh offset is replaced by one of :data:`SPECIAL`."""
-    batch, channels, spatial = SHAPES[d]
+def problem(d, dtype, salt, shape=None):
+    """x, eps, grad_y for ``d`` (of ``SHAPES_1D[shape]`` when given); every seventh offset is
+    replaced by one of :data:`SPECIAL`."""
+    batch, channels, spatial = SHAPES[d] if shape is None else SHAPES_1D[shape]
     x = _values(batch * channels * int(np.prod(spatial)), salt, 2003, 2.0).reshape(batch, channels, *spatial)
     g = _values(x.size, salt + 1, 1999, 1.5).reshape(x.shape)
     eps = _values(batch * d * int(np.prod(spatial)), salt + 2, 4001, 3.0).reshape(batch, d, *spatial)
@@ -69,13 +74,18 @@ def digest(a):
 
 
 def cases():
+    """``(key, kernel, padding, dtype, d, salt, shape)``: every combination on ``SHAPES[d]``, then
+    every combination on each of ``SHAPES_1D`` (shape: its name, None for ``SHAPES``)."""
     for salt, (name, padding, dtype, d) in enumerate(itertools.product(KERNELS, PADDINGS, DTYPES, (1, 2, 3))):
-        yield f"{name}-{padding}-{dtype}-d{d}", name, padding, dtype, d, salt
+        yield f"{name}-{padding}-{dtype}-d{d}", name, padding, dtype, d, salt, None
+    combinations = itertools.product(SHAPES_1D, KERNELS, PADDINGS, DTYPES)
+    for salt, (shape, name, padding, dtype) in enumerate(combinations, start=1000):
+        yield f"{name}-{padding}-{dtype}-d1-{shape}", name, padding, dtype, 1, salt, shape
 
 
-def outputs(ops, name, padding, dtype, d, salt):
+def outputs(ops, name, padding, dtype, d, salt, shape=None):
     """The six outputs through the functional API ``ops`` (a module with warp, ...)."""
-    x, eps, g = problem(d, dtype, salt)
+    x, eps, g = problem(d, dtype, salt, shape)
     k = kernel(name)
     y = ops.warp(x, eps, k, padding)
     gx, ge = ops.warp_backward(x, eps, g, k, padding)
@@ -92,8 +102,8 @@ def compute():
     golden = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for key, name, padding, dtype, d, salt in cases():
-            golden[key] = {what: digest(a) for what, a in outputs(ops, name, padding, dtype, d, salt).items()}
+        for key, name, padding, dtype, d, salt, shape in cases():
+            golden[key] = {what: digest(a) for what, a in outputs(ops, name, padding, dtype, d, salt, shape).items()}
     return golden
 
 

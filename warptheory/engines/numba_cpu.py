@@ -6,7 +6,7 @@ Two stages: per-axis taps (padding-reduced floors and the kernel's weights, d en
 position; :func:`_axis_floors`, :func:`_axis_taps_for`), then kernel-independent parallel loops
 over blocks of positions, which expand the taps into the block's corners and loop over the
 channels: :func:`_gather`, :func:`_scatter`, :func:`_position_derivative`.  The specialised paths
-(2-D fast corners with the vector intrinsics of :mod:`warptheory.engines.simd`, channel-last
+(2-D fast corners with the vector intrinsics of :mod:`warptheory.engines.simd`, 1-D fast taps, channel-last
 gather and scatter, the bilinear forward and taps, constant slopes) are each bitwise equal to
 these loops; ``paper_notes/engines.md`` describes them and the determinism contract, and
 ``bench/bench_paths.py`` measures what each one saves.
@@ -94,6 +94,15 @@ def _axis_floors(eps, out_spatial, relative, spatial, padding, base, frac):
         b, start, stop = _block_of(task, nblocks, npos)
         if d == 2:
             _axis_floors_2d(eps, out_spatial, relative, spatial, padding, b, start, stop, base, frac)
+            continue
+        if d == 1:
+            for pos in range(start, stop):
+                e = np.float64(eps[b, 0, pos])
+                if np.isfinite(e):
+                    base[b, 0, pos], frac[b, 0, 0, pos] = _reduced_floor(pos + e if relative else e, spatial[0], padding)
+                else:
+                    base[b, 0, pos] = _UNDEFINED
+                    frac[b, 0, 0, pos] = np.nan
             continue
         coord = np.zeros(d, dtype=np.int64)
         rest = start
@@ -331,11 +340,39 @@ def _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, ci
 
 
 @numba.njit(cache=_CACHE, **_JIT)
+def _expand_block_1d(base, w, dw, b, start, stop, size, padding, need_w, need_dw, fast, cidx, cw, cdw):
+    """:func:`_expand_block` in 1-D: ``fast[j]`` is the floor when both taps are inside and
+    adjacent (``0 <= floor <= size - 2``, every padding), and only the other positions get
+    corner indices; the weights are the axis taps themselves (the general loop's ``1.0 · φ``)."""
+    last = np.uint32(size - 2) if size >= 2 else np.uint32(0)
+    for j in range(stop - start):
+        pos = start + j
+        floor = base[b, 0, pos]
+        if np.uint32(floor) <= last and size >= 2:
+            fast[j] = np.uint32(floor)
+        else:
+            fast[j] = _SLOW
+            undefined = floor == _UNDEFINED
+            i0, i1 = _tap_pair(np.int64(0 if undefined else floor), size, padding)
+            cidx[j, 0] = 0 if undefined else i0
+            cidx[j, 1] = 0 if undefined else i1
+    # the weights in passes of their own: inside the loop above they made it 3× slower
+    # (bench/RESULTS.md, eleventh pass)
+    for j in range(stop - start if need_w else 0):
+        cw[j, 0] = w[b, 0, 0, start + j]
+        cw[j, 1] = w[b, 0, 1, start + j]
+    for j in range(stop - start if need_dw else 0):
+        cdw[j, 0, 0] = _slope_at(dw, base, b, 0, 0, start + j)
+        cdw[j, 1, 0] = _slope_at(dw, base, b, 0, 1, start + j)
+
+
+@numba.njit(cache=_CACHE, **_JIT)
 def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
     """The block's corners from the axis taps, into the task's scratch.
 
-    ``fast[j]``: the flat index of corner (0, 0) when the four corners are inside and
-    adjacent (2-D without φ' corners, :func:`_expand_block_2d`), else :data:`_SLOW`.
+    ``fast[j]``: the flat index of corner (0, 0) when the corners are inside and adjacent
+    (2-D without φ' corners, :func:`_expand_block_2d`; 1-D, :func:`_expand_block_1d`), else
+    :data:`_SLOW`; the consumers read a fast position's corners from it directly.
     ``cidx[j, c]``: flat index of corner c, -1 outside (filled for slow positions only).
     ``cw[j, c]`` = Π_k φ, ``cdw[j, c, i]`` = φ'(t_i) Π_{k≠i} φ(t_k), multiplied in axis
     order.  (No caller asks for φ' corners in 2-D; the general loop would give them, with
@@ -346,6 +383,9 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     npos = base.shape[2]
     if d == 2 and not need_dw:
         _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, cidx, cw)
+        return npos
+    if d == 1:
+        _expand_block_1d(base, w, dw, b, start, stop, spatial[0], padding, need_w, need_dw, fast, cidx, cw, cdw)
         return npos
     for j in range(stop - start):
         pos = start + j
@@ -419,6 +459,29 @@ def _gather_slow4_2d(xb, yb, first, start, m, fast, cidx, cw):
 
 
 @numba.njit(cache=_CACHE, **_JIT)
+def _gather_channels_1d(xb, yb, first, count, start, m, fast, cidx, cw):
+    """:func:`_gather_channels` in 1-D: a fast position reads its two adjacent taps directly,
+    in the general loop's order (``acc = 0; acc += w0 x0; acc += w1 x1``, bitwise the same)."""
+    for n in range(first, first + count):
+        xr = xb[n]
+        yr = yb[n, start:start + m]
+        for j in range(m):
+            if fast[j] != _SLOW:
+                k0 = np.int64(fast[j])
+                k1 = k0 + 1
+                inside0 = inside1 = True
+            else:
+                k0 = max(cidx[j, 0], 0)
+                k1 = max(cidx[j, 1], 0)
+                inside0 = cidx[j, 0] >= 0
+                inside1 = cidx[j, 1] >= 0
+            acc = 0.0
+            acc += cw[j, 0] * (np.float64(xr[k0]) if inside0 else 0.0)
+            acc += cw[j, 1] * (np.float64(xr[k1]) if inside1 else 0.0)
+            yr[j] = acc
+
+
+@numba.njit(cache=_CACHE, **_JIT)
 def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
     """Channels ``first .. first + count - 1`` (count 1 or 4) of one block of the gather.
 
@@ -427,6 +490,9 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
     right = np.uint32(1)
     down = np.uint32(width)
     diag = np.uint32(width + 1)
+    if ncorner == 2:
+        _gather_channels_1d(xb, yb, first, count, start, m, fast, cidx, cw)
+        return
     if count == 4:
         _gather_fast4(xb, yb, first, start, m, width, fast, cw)
         if ncorner == 4:
@@ -680,6 +746,35 @@ def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
 
 
 @numba.njit(cache=_CACHE, **_JIT)
+def _corner_sums_1d(xb, gb, first, count, start, m, fast, cidx, csum):
+    """:func:`_corner_sums` in 1-D, a fast position's two taps read directly (bitwise the same)."""
+    last = first + count - 1
+    x0, x1, x2, x3 = xb[first], xb[min(first + 1, last)], xb[min(first + 2, last)], xb[last]
+    g0, g1, g2, g3 = gb[first], gb[min(first + 1, last)], gb[min(first + 2, last)], gb[last]
+    for j in range(m):
+        h0 = np.float64(g0[start + j])
+        h1 = np.float64(g1[start + j])
+        h2 = np.float64(g2[start + j])
+        h3 = np.float64(g3[start + j])
+        for c in range(2):
+            if fast[j] != _SLOW:
+                k = np.int64(fast[j]) + c
+                inside = True
+            else:
+                k = max(cidx[j, c], 0)
+                inside = cidx[j, c] >= 0
+            if count == 4:
+                csum[j, c] += (
+                    h0 * (np.float64(x0[k]) if inside else 0.0)
+                    + h1 * (np.float64(x1[k]) if inside else 0.0)
+                    + h2 * (np.float64(x2[k]) if inside else 0.0)
+                    + h3 * (np.float64(x3[k]) if inside else 0.0)
+                )
+            else:
+                csum[j, c] += h0 * (np.float64(x0[k]) if inside else 0.0)
+
+
+@numba.njit(cache=_CACHE, **_JIT)
 def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
     """``csum[j, c] += Σ_n g[n, start + j] x[n, corner_c(j)]`` over channels ``first ..
     first + count - 1`` (count 1 or 4) of one block; an outside corner reads x as 0.
@@ -689,6 +784,9 @@ def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
     right = np.uint32(1)
     down = np.uint32(width)
     diag = np.uint32(width + 1)
+    if ncorner == 2:
+        _corner_sums_1d(xb, gb, first, count, start, m, fast, cidx, csum)
+        return
     if count == 4:
         x0 = xb[first]
         x1 = xb[first + 1]
@@ -813,6 +911,41 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, factorised, out):
 
 
 @numba.njit(cache=_CACHE, **_JIT)
+def _scatter_channels_1d(gb, acc, n, first, count, start, m, fast, cidx, cw):
+    """:func:`_scatter_channels` in 1-D, a fast position's two taps addressed directly; every
+    plane still receives its terms in increasing (position, corner) order."""
+    if count == 4:
+        g0 = gb[n, start:start + m]
+        g1 = gb[n + 1, start:start + m]
+        g2 = gb[n + 2, start:start + m]
+        g3 = gb[n + 3, start:start + m]
+        a0 = acc[n - first]
+        a1 = acc[n - first + 1]
+        a2 = acc[n - first + 2]
+        a3 = acc[n - first + 3]
+        for j in range(m):
+            h0 = np.float64(g0[j])
+            h1 = np.float64(g1[j])
+            h2 = np.float64(g2[j])
+            h3 = np.float64(g3[j])
+            for c in range(2):
+                i = np.int64(fast[j]) + c if fast[j] != _SLOW else cidx[j, c]
+                wc = cw[j, c]
+                a0[i] += wc * h0
+                a1[i] += wc * h1
+                a2[i] += wc * h2
+                a3[i] += wc * h3
+    else:
+        gr = gb[n, start:start + m]
+        ar = acc[n - first]
+        for j in range(m):
+            gv = np.float64(gr[j])
+            for c in range(2):
+                i = np.int64(fast[j]) + c if fast[j] != _SLOW else cidx[j, c]
+                ar[i] += cw[j, c] * gv
+
+
+@numba.njit(cache=_CACHE, **_JIT)
 def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw):
     """Channels ``n .. n + count - 1`` (count 1 or 4) of one block of the scatter, added
     to their private planes ``acc[n - first]`` in increasing (position, corner) order.
@@ -822,6 +955,9 @@ def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw)
     right = np.uint32(1)
     down = np.uint32(width)
     diag = np.uint32(width + 1)
+    if ncorner == 2:
+        _scatter_channels_1d(gb, acc, n, first, count, start, m, fast, cidx, cw)
+        return
     if count == 4:
         g0 = gb[n, start:start + m]
         g1 = gb[n + 1, start:start + m]
