@@ -1,6 +1,6 @@
 """The Numba engine against itself at an earlier git revision, in one process, interleaved round by round.
 
-Run:  python bench/bench_baseline.py [--rev 822cbf3] [--rounds 25] [--threads 2] [--all]
+Run:  python bench/bench_baseline.py [--rev 822cbf3] [--rounds 25] [--threads 2] [--all | --small]
 
 Not part of CI.  Issue 11 asks that the engine lose no speed, and its goals are ratios to torch
 ``grid_sample``; but torch's own time on this machine moves by up to 40 % between runs (bench/RESULTS.md,
@@ -12,7 +12,8 @@ ours and torch in turn (minimum of 3 calls each).  It prints medians over the ro
 ratio baseline / ours per round (its median and quartiles): > 1 means ours is faster.
 
 Cases: issue 11's goal rows (2-D, B = 8, N = 16, 128², float32, tri, zeros, σ = 0.7 and 2);
-``--all`` adds the other rows of bench_warp.py.  The baseline's sources are taken with ``git archive``
+``--all`` adds the other rows of bench_warp.py; ``--small`` runs small problems instead
+(:data:`SMALL`: one channel, and the validation suite's Monte-Carlo shapes).  The baseline's sources are taken with ``git archive``
 into ``~/.cache/warptheory/bench-baseline/<commit>/`` (its numba cache stays there between runs) and
 its absolute imports renamed; the script stops if any ``warptheory`` module is loaded while the
 baseline runs alone.
@@ -33,6 +34,14 @@ import numpy as np
 from bench_warp import cases, problem, rounds_parser, timeit, torch_calls
 
 BASELINE = "warptheory_baseline"
+# Small problems, where per-call and tap costs dominate: (name, B, N, spatial, dtype, kernel, σ) as in cases().
+SMALL = [
+    ("1-D f32 tri σ=0.7 N=1", 8, 1, (16384,), np.float32, "tri", 0.7),
+    ("2-D f32 tri σ=0.7 N=1", 8, 1, (128, 128), np.float32, "tri", 0.7),
+    ("1-D f64 tri σ=0.05 N=1 1024 B4", 4, 1, (1024,), np.float64, "tri", 0.05),
+    ("1-D f64 cos σ=0.2 N=4 1024 B4", 4, 4, (1024,), np.float64, "cos", 0.2),
+    ("2-D f64 tri σ=0.5 N=3 48² B4", 4, 3, (48, 48), np.float64, "tri", 0.5),
+]
 _ABSOLUTE = re.compile(r"""(?<=from )warptheory\b|(?<=import )warptheory\b|(?<=["'])warptheory(?=\.)""")
 
 
@@ -75,7 +84,9 @@ def results(wt, x, eps, g, kernel):
 def main(argv=None):
     parser, check = rounds_parser(__doc__.splitlines()[0], rounds=25)
     parser.add_argument("--rev", default="822cbf3", help="git revision of the baseline engine (default: %(default)s)")
-    parser.add_argument("--all", action="store_true", help="every row of bench_warp.py, not only the goal rows")
+    rows = parser.add_mutually_exclusive_group()
+    rows.add_argument("--all", action="store_true", help="every row of bench_warp.py, not only the goal rows")
+    rows.add_argument("--small", action="store_true", help="the small problems of SMALL instead")
     args = check(parser.parse_args(argv))
 
     import numba
@@ -87,7 +98,7 @@ def main(argv=None):
     sys.path.insert(0, folder)
     import warptheory_baseline as base
 
-    chosen = cases() if args.all else [c for c in cases() if "(goal)" in c[0]]
+    chosen = SMALL if args.small else cases() if args.all else [c for c in cases() if "(goal)" in c[0]]
     for case in chosen:  # the baseline alone first: every lazy import it makes must be its own
         results(base, *problem(case))
     leaked = sorted(name for name in sys.modules if name == "warptheory" or name.startswith("warptheory."))
@@ -99,7 +110,7 @@ def main(argv=None):
     load = os.getloadavg()[0]
     print(f"engine at {commit[:10]} (baseline) against the working tree: threads={args.threads}, "
           f"numba {numba.__version__}, torch {torch.__version__}, rounds={args.rounds}, load average {load:.1f} at start")
-    header = (f"{'case':28s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
+    header = (f"{'case':30s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
               f"{'ours ×torch':>11s} {'base/ours':>9s} {'[q25, q75]':>14s} bitwise")
     print(header)
     for case in chosen:
@@ -128,7 +139,7 @@ def main(argv=None):
             paired = [u / v for u, v in zip(b, o)]
             q25, q75 = np.percentile(paired, [25, 75])
             med = statistics.median
-            print(f"{name:28s} {what:4s} {med(b):8.2f} {med(o):8.2f} {med(t):9.2f} "
+            print(f"{name:30s} {what:4s} {med(b):8.2f} {med(o):8.2f} {med(t):9.2f} "
                   f"{med([u / v for u, v in zip(t, b)]):11.2f} {med([u / v for u, v in zip(t, o)]):11.2f} "
                   f"{med(paired):9.3f} [{q25:5.3f}, {q75:5.3f}] {'yes' if same else 'NO'}")
     print("ms: medians over the rounds (each the minimum of 3 calls); × torch and base/ours: medians of the "
