@@ -749,7 +749,7 @@ def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
 @numba.njit(cache=_CACHE, **_JIT)
 def _corner_sums_1d(xb, gb, first, count, start, m, fast, cidx, csum):
     """:func:`_corner_sums` in 1-D, a fast position's two taps read directly (bitwise the same)."""
-    last = first + count - 1
+    last = first + count - 1  # with count 1, x1..x3 and g1..g3 alias the one channel and are not read
     x0, x1, x2, x3 = xb[first], xb[min(first + 1, last)], xb[min(first + 2, last)], xb[last]
     g0, g1, g2, g3 = gb[first], gb[min(first + 1, last)], gb[min(first + 2, last)], gb[last]
     for j in range(m):
