@@ -12,10 +12,10 @@ ours and torch in turn (minimum of 3 calls each).  It prints medians over the ro
 ratio baseline / ours per round (its median and quartiles): > 1 means ours is faster.
 
 Cases: issue 11's goal rows (2-D, B = 8, N = 16, 128², float32, tri, zeros, σ = 0.7 and 2);
-``--all`` adds the other rows of bench_warp.py; ``--small`` runs small problems instead
-(:data:`SMALL`: one channel, and the validation suite's Monte-Carlo shapes).  The baseline's sources are taken with ``git archive``
-into ``~/.cache/warptheory/bench-baseline/<commit>/`` (its numba cache stays there between runs) and
-its absolute imports renamed; the script stops if any ``warptheory`` module is loaded while the
+``--all`` adds the other rows of bench_warp.py; ``--small`` runs small problems instead (:data:`SMALL`:
+one channel, and the validation suite's Monte-Carlo shapes).  The baseline's sources are taken with
+``git archive`` into ``~/.cache/warptheory/bench-baseline/<commit>/`` (its numba cache stays there between
+runs) and its absolute imports renamed; the script stops if any ``warptheory`` module is loaded while the
 baseline runs alone.
 """
 from __future__ import annotations

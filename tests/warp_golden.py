@@ -30,8 +30,8 @@ DTYPES = ("float32", "float64")
 # plane loops and a single remainder channel, and more than one block of 512 positions.
 SHAPES = {1: (2, 5, (37,)), 2: (2, 13, (23, 29)), 3: (2, 5, (4, 5, 3))}
 # More 1-D shapes for the 1-D fast path (added later, recorded with the same engine): several
-# blocks of 512 positions with eight channels and a remainder, and lines of one and two points
-# (no position has two inside taps, or every one at most one).
+# blocks of 512 positions with eight channels and a remainder, a line of one point (no position
+# has both taps inside) and one of two (only floor 0 has).
 SHAPES_1D = {"long": (3, 9, (1100,)), "one": (2, 6, (1,)), "two": (2, 5, (2,))}
 OUTPUTS = ("warp_y", "warp_grad_x", "warp_grad_eps", "unwarp_y", "unwarp_grad_x", "unwarp_grad_eps")
 SPECIAL = (np.nan, np.inf, -np.inf, 2.0, -1.5, 0.0, 1e6, -1e17)
