@@ -1,6 +1,8 @@
 """warptheory._generated: run-time generated modules, written once under the hash of their source."""
 from __future__ import annotations
 
+import os
+
 from warptheory import _generated
 
 SOURCE = "VALUE = 41 + 1\n"
@@ -40,3 +42,55 @@ def test_folder_skips_unwritable_candidates(tmp_path, monkeypatch):
         assert _generated.folder() == good
     finally:
         _generated.folder.cache_clear()
+
+
+def test_prune_deletes_modules_whose_dependency_changed(tmp_path, monkeypatch):
+    """A module naming a dependency whose hash has changed (or that is gone) is deleted, with its
+    numba cache files, when a new module of its prefix is written; a current one, one written within
+    STALE_AFTER (another version may be about to import it), one without dependencies and one of
+    another prefix are kept."""
+    monkeypatch.setattr(_generated, "folder", lambda: tmp_path)
+    monkeypatch.setattr(_generated, "_MODULES", {})
+    dependency = tmp_path / "engine_source.py"
+    dependency.write_text("X = 1\n")
+    gone = tmp_path / "gone.py"
+    gone.write_text("Y = 1\n")
+
+    def module_file(body, prefix="taps"):
+        module = _generated.load(body, prefix)
+        return tmp_path / f"{module.__name__.removeprefix('warptheory_generated_')}.py"
+
+    stale = module_file(_generated.depends_line(dependency) + "\nA = 1\n")
+    stale_recent = module_file(_generated.depends_line(dependency) + "\nB = 1\n")
+    orphan = module_file(_generated.depends_line(gone) + "\nC = 1\n")
+    plain = module_file("D = 1\n")
+    other_prefix = module_file(_generated.depends_line(dependency) + "\nE = 1\n", prefix="kernel")
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    stale_cache = [cache / f"{stale.stem}.axis_weights-12.py311.nbi", cache / f"{stale.stem}.axis_weights-12.py311.1.nbc"]
+    for path in stale_cache:
+        path.write_bytes(b"")
+    dependency.write_text("X = 2\n")
+    gone.unlink()
+    _generated.file_digest.cache_clear()
+    old = 0.0
+    for path in (stale, orphan, plain, other_prefix):
+        os.utime(path, (old, old))
+
+    current = module_file(_generated.depends_line(dependency) + "\nF = 1\n")
+
+    assert not stale.exists() and not orphan.exists()
+    assert not any(path.exists() for path in stale_cache)
+    assert stale_recent.exists() and plain.exists() and other_prefix.exists() and current.exists()
+    assert _generated.prune(tmp_path, "taps") == []  # nothing left to delete
+
+
+def test_prune_keeps_a_module_whose_dependency_is_unchanged(tmp_path):
+    dependency = tmp_path / "engine_source.py"
+    dependency.write_text("X = 1\n")
+    module = tmp_path / "taps_0123.py"
+    module.write_text(_generated.depends_line(dependency) + "\n")
+    os.utime(module, (0.0, 0.0))
+    assert _generated.prune(tmp_path, "taps") == [] and module.exists()
+    dependency.write_text("X = 2\n")
+    assert _generated.prune(tmp_path, "taps") == [module] and not module.exists()

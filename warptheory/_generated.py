@@ -9,6 +9,13 @@ The key is the source text, so two kernels with the same expressions share one f
 their names or how they were built; the source carries, as a comment, the hash of any code it
 calls into (:func:`file_digest`), so editing that code gives a new file, never a stale cache.
 
+A source that depends on a file of the package names it in a line ``# depends: <absolute path>
+<sha256>`` (:func:`depends_line`).  Once that file changes, the module's name can never be asked for
+again; :func:`prune` deletes such stale modules and numba's cache files beside them (in
+``__pycache__``; under ``$NUMBA_CACHE_DIR`` numba keeps its files elsewhere, and they stay) whenever a
+new module of the same prefix is written (an upgrade or an edit), so the folder does not grow with
+every version.
+
 Folder: ``$NUMBA_CACHE_DIR/warptheory-generated`` when that variable is set (numba keeps its own
 cache there too), else ``__pycache__/generated`` inside the package, else
 ``$XDG_CACHE_HOME/warptheory/generated`` (``~/.cache/...``); where none is writable the source is
@@ -21,8 +28,10 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import re
 import sys
 import tempfile
+import time
 import types
 
 _PACKAGE = pathlib.Path(__file__).resolve().parent
@@ -55,6 +64,50 @@ def file_digest(path) -> str:
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
+def depends_line(path) -> str:
+    """The ``# depends:`` line naming source file ``path`` and its current SHA-256."""
+    path = pathlib.Path(path).resolve()
+    return f"# depends: {path} {file_digest(path)}"
+
+
+_DEPENDS = re.compile(r"^# depends: (.+) ([0-9a-f]{64})$", re.MULTILINE)
+#: Seconds a stale module is left alone after it was written: a process of another version that
+#: shares the folder may have just written it and not yet imported it.
+STALE_AFTER = 3600.0
+
+
+def _is_stale(source: str) -> bool:
+    """Whether one of the ``# depends:`` files of ``source`` is gone or no longer has the named hash."""
+    for name, digest in _DEPENDS.findall(source):
+        try:
+            if hashlib.sha256(pathlib.Path(name).read_bytes()).hexdigest() != digest:
+                return True
+        except OSError:
+            return True
+    return False
+
+
+def prune(where: pathlib.Path, prefix: str, now: float | None = None) -> list:
+    """Delete the stale modules ``<where>/<prefix>_*.py`` (:func:`_is_stale`, written at least
+    :data:`STALE_AFTER` seconds before ``now``) and their files in ``<where>/__pycache__``; return the
+    paths deleted.  Files that cannot be read or deleted are skipped."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in sorted(where.glob(f"{prefix}_*.py")):
+        try:
+            if now - path.stat().st_mtime < STALE_AFTER or not _is_stale(path.read_text()):
+                continue
+        except (OSError, UnicodeDecodeError):
+            continue
+        for victim in [path, *sorted((where / "__pycache__").glob(f"{path.stem}.*"))]:
+            try:
+                victim.unlink()
+            except OSError:
+                continue
+            removed.append(victim)
+    return removed
+
+
 _MODULES: dict = {}
 
 
@@ -82,6 +135,7 @@ def load(source: str, prefix: str) -> types.ModuleType:
             with os.fdopen(fd, "w") as f:
                 f.write(source)
             os.replace(tmp, path)
+            prune(where, prefix)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         module.ON_DISK = True
