@@ -114,6 +114,35 @@ def test_plan_reuse_and_lazy_slopes():
     assert plan.backward(x, g, need_eps=False)[1] is None
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("channels", [3, 9])
+def test_plan_first_forward_writes_the_taps(channels, padding):
+    """A bilinear 2-D plan's taps come out of its first forward's fused pass (either gather path:
+    channels 3 and 9), bitwise the taps of the tap stage, undefined and far-off positions included;
+    a plan whose first call is the backward computes them there, with the same results."""
+    from warptheory.engines import numba_cpu
+    from warptheory.kernels import get_kernel
+
+    rng = np.random.default_rng(17)
+    x, eps, g = random_problem(5, 2, np.float32, batch=2, channels=channels, spatial=(19, 23))
+    eps[0, 0, 0, :4] = [np.nan, np.inf, -np.inf, 1e9]
+    eps[1, 1, 3, 2] = -40.5
+    eps += rng.choice([0.0, 0.5], size=eps.shape).astype(eps.dtype)  # floors on the lattice too
+    plan = wt.warp_plan(eps, "tri", padding)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = plan.warp(x)
+        _, base, w, _ = plan._taps.taps
+        want = numba_cpu._taps(eps, get_kernel("tri"), padding, True, False, owned=True)
+        assert base.tobytes() == want[1].tobytes() and w.tobytes() == want[2].tobytes()
+        backward_first = wt.warp_plan(eps, "tri", padding)
+        grads = backward_first.backward(x, g)
+        assert backward_first.warp(x).tobytes() == y.tobytes()
+        for a, b in zip(grads, plan.backward(x, g)):
+            assert a.tobytes() == b.tobytes()
+        assert y.tobytes() == wt.warp(x, eps, "tri", padding).tobytes()
+
+
 @settings(deadline=None, max_examples=25)
 @given(
     seed=st.integers(0, 2**32 - 1),

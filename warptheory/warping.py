@@ -189,8 +189,9 @@ class WarpPlan:
 
     Made by :func:`warp_plan` (positions ``v + eps``, output grid = input grid) or
     :func:`sample_plan` (absolute positions ``coords`` on any output grid).  The engine
-    computes the taps (lattice indices and φ weights of every position) when the plan is
-    made, and the φ' taps at the first call that needs them; every operation reuses them.
+    computes the taps (lattice indices and φ weights of every position) once, at the plan's
+    first operation (the Numba engine's bilinear 2-D forward computes them inside its fused
+    pass), and the φ' taps at the first call that needs them; every operation reuses them.
     The four operations map onto the engine's three primitives (``paper_notes/engines.md``):
 
     ============================  ===============================  ==========================

@@ -616,9 +616,10 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
 
 
 @numba.njit(parallel=True, cache=_CACHE, **_JIT)
-def _gather_tri_2d(x, eps, spatial, padding, out):
+def _gather_tri_2d(x, eps, base, w, spatial, padding, out):
     """Eq 2 for the built-in ``tri`` kernel in 2-D: :func:`_gather` with the tap stage
-    fused into each block (no tap arrays, one parallel pass)."""
+    fused into each block (one parallel pass; no tap arrays, or ``base`` and ``w`` filled
+    on the way, :func:`_prepare_block_2d`)."""
     batch, channels, npos = out.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     width = spatial[1]
@@ -626,7 +627,7 @@ def _gather_tri_2d(x, eps, spatial, padding, out):
         b, start, stop = _block_of(task, nblocks, npos)
         m = stop - start
         fast, cidx, cw, columns = _gather_scratch_2d()
-        _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
+        _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns)
         _gather_block(x[b], out[b], start, m, width, fast, cidx, cw)
 
 
@@ -668,10 +669,13 @@ def _gather_block_channel_last(xt, xb, yb, start, m, width, fast, cidx, cw):
 @numba.njit(cache=_CACHE, inline="always", **_JIT)
 def _prepare_block_2d(eps, base, w, b, start, stop, spatial, padding, fast, cidx, cw, columns):
     """A 2-D gather block's corners: from ``eps`` for the built-in ``tri`` (``base`` empty,
-    :func:`_tri_block_2d`), else from the tap arrays (:func:`_expand_block_2d`)."""
+    :func:`_tri_block_2d`), else from the tap arrays (:func:`_expand_block_2d`), which are
+    first filled from ``eps`` when it is given too (a plan's first forward, :func:`_tri_taps_block`)."""
     if base.shape[0] == 0:
         _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns)
     else:
+        if eps.shape[0] != 0:
+            _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, base, w)
         _expand_block_2d(base, w, b, start, stop, spatial, padding, True, fast, cidx, cw)
 
 
@@ -1349,30 +1353,32 @@ def _is_bilinear(kernel):
     return answer
 
 
-def warp(x, eps, kernel, padding, fused=True):
+def _fuses_taps(eps, kernel):
+    """Whether the forward of ``eps`` takes the fused bilinear path (2-D, the built-in ``tri``)."""
+    return eps.shape[1] == 2 and _size(eps.shape[2:]) < 2**31 - 1 and _is_bilinear(kernel)
+
+
+def warp(x, eps, kernel, padding, fused=True, taps=None):
     """Eq 2 (see :func:`warptheory.warping.warp`).
 
     Bilinear 2-D warps (the built-in ``tri``) compute their taps inside each gather block,
     and 2-D gathers with eight channels or more read them from channel-last copies
     (:func:`_gather_2d_channel_last`); ``fused=False`` takes the plain two-stage path
-    instead (tap arrays, then :func:`_gather`).  The result is bitwise the same."""
-    d = eps.shape[1]
-    if fused and d == 2 and _is_bilinear(kernel):
+    instead (tap arrays, then :func:`_gather`).  The result is bitwise the same.  ``taps``:
+    arrays ``(base, w)`` that the fused path fills with the φ taps on the way (a plan's first
+    forward; bitwise those of :func:`_taps`)."""
+    if fused and _fuses_taps(eps, kernel):
         spatial = np.asarray(eps.shape[2:], dtype=np.int64)
-        npos = _size(spatial)
-        if npos < 2**31 - 1:
-            out = np.empty(x.shape, dtype=x.dtype)
-            workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize)
-            if workers:
-                xt = _scratch("channel_last", (workers, npos, x.shape[1] - x.shape[1] % _GROUP), x.dtype)
-                no_taps = np.empty((0, 0, 0), dtype=np.int32)
-                no_weights = np.empty((0, 0, 0, 0), dtype=np.float64)
-                _gather_2d_channel_last(
-                    _flat(x), xt, _flat(eps), no_taps, no_weights, spatial, PADDING_CODES[padding], _flat(out)
-                )
-            else:
-                _gather_tri_2d(_flat(x), _flat(eps), spatial, PADDING_CODES[padding], _flat(out))
-            return out
+        if taps is None:
+            taps = np.empty((0, 0, 0), dtype=np.int32), np.empty((0, 0, 0, 0), dtype=np.float64)
+        out = np.empty(x.shape, dtype=x.dtype)
+        workers = _channel_last_workers(x.shape[0], x.shape[1], spatial, x.dtype.itemsize)
+        if workers:
+            xt = _scratch("channel_last", (workers, _size(spatial), x.shape[1] - x.shape[1] % _GROUP), x.dtype)
+            _gather_2d_channel_last(_flat(x), xt, _flat(eps), *taps, spatial, PADDING_CODES[padding], _flat(out))
+        else:
+            _gather_tri_2d(_flat(x), _flat(eps), *taps, spatial, PADDING_CODES[padding], _flat(out))
+        return out
     return _apply_gather(x, _taps(eps, kernel, padding, True, False, fused), padding, channel_last=fused)
 
 
@@ -1396,10 +1402,11 @@ def _constant_slopes(kernel):
 class Taps:
     """The Numba engine's state of one plan (see :class:`warptheory.warping.WarpPlan`).
 
-    A plan's taps (``owned``) are computed at creation, its φ' taps at the first
-    :meth:`prepare` that asks for them.  A transient plan (one functional call) keeps its taps
-    in this thread's scratch and computes them when first needed, φ and φ' together (no φ'
-    taps for a kernel with constant slopes, :func:`_constant_slopes`); its
+    A plan's taps (``owned``) are computed at its first operation (a bilinear 2-D warp's by
+    its first forward, on the way through the fused path: :func:`warp`'s ``taps``), its φ'
+    taps at the first :meth:`prepare` that asks for them.  A transient plan (one functional
+    call) keeps its taps in this thread's scratch and computes them when first needed, φ and
+    φ' together (no φ' taps for a kernel with constant slopes, :func:`_constant_slopes`); its
     forward is :func:`warp` itself (the fused bilinear path where it applies)."""
 
     def __init__(self, positions, relative, in_shape, kernel, padding, transient=False):
@@ -1409,8 +1416,6 @@ class Taps:
         self.transient = transient
         self.taps = None
         self.slopes = False
-        if not transient:
-            self.prepare(False)
 
     def prepare(self, slopes):
         """Compute the φ taps, and the φ' taps too when ``slopes``, unless they are there."""
@@ -1435,7 +1440,18 @@ class Taps:
     def gather(self, src):
         """Eq 2 (warp y) / eq 50 (unwarp grad_x)."""
         if self.taps is None and self.relative and self.in_shape == self.out_shape:
-            return warp(src, self.positions, self.kernel, self.padding)
+            if self.transient:
+                return warp(src, self.positions, self.kernel, self.padding)
+            if _fuses_taps(self.positions, self.kernel):
+                # the plan's taps come out of its first forward's fused pass
+                batch, d = self.positions.shape[:2]
+                npos = _size(self.out_shape)
+                base = np.empty((batch, d, npos), dtype=np.int32)
+                w = np.empty((batch, d, 2, npos), dtype=np.float64)
+                out = warp(src, self.positions, self.kernel, self.padding, taps=(base, w))
+                no_slopes = np.empty((0, 0, 0, 0), dtype=np.float64)
+                self.taps = (np.asarray(self.in_shape, dtype=np.int64), base, w, no_slopes)
+                return out
         self.prepare(False)
         return _apply_gather(src, self.taps, self.padding, out_shape=self.out_shape)
 
