@@ -24,8 +24,9 @@ def test_signatures_are_those_the_engine_compiles(dtype):
         x = rng.standard_normal(shape).astype(dtype)
         eps = (0.7 * rng.standard_normal((batch, d) + shape[2:])).astype(dtype)
         warptheory.warp(x, eps, kernel=kernel)  # the functional forward (bilinear: gather_tri)
+        warptheory.warp_backward(x, eps, x, kernel=kernel)  # its taps in a pass of their own (tri_taps)
         plan = warptheory.warp_plan(eps, kernel=kernel)
-        plan.warp(x)
+        plan.warp(x)  # a bilinear 2-D plan's taps come out of this forward
         plan.backward(x, x)
 
     exercise("tri", 2, 16, 2)  # channel-last gather and scatter, tri taps, position derivative

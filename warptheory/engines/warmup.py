@@ -50,7 +50,7 @@ def _signatures(dtype):
     return {
         "gather": (data, base, weights, spatial, i64, data),
         "gather_channel_last": (data, data, data, base, weights, spatial, i64, data),
-        "gather_tri": (data, data, spatial, i64, data),
+        "gather_tri": (data, data, base, weights, spatial, i64, data),
         "position_derivative": (data, data, base, weights, weights, spatial, i64, flag, data),
         "scatter": (data, base, weights, spatial, i64, i64, data),
         "scatter_channel_last": (data, base, weights, spatial, i64, acc, data),
