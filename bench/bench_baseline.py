@@ -8,8 +8,9 @@ seventh to ninth passes), so two separate runs cannot tell an engine regression 
 This script loads the package as it was at ``--rev`` (default 822cbf3, main before issue 11's
 restructure) under the name ``warptheory_baseline``, next to the working tree's ``warptheory``, checks
 that both give bitwise the same results on each case, and then times, in every round, the baseline,
-ours and torch in turn (minimum of 3 calls each).  It prints medians over the rounds and the paired
-ratio baseline / ours per round (its median and quartiles): > 1 means ours is faster.
+ours and torch in turn (minimum of 3 calls each; baseline and ours swap places every round).  It prints
+medians over the rounds and the paired ratio baseline / ours per round (its median and quartiles): > 1
+means ours is faster.  ``--rev HEAD`` with a clean tree is an A/A run: it shows the noise floor.
 
 Cases: issue 11's goal rows (2-D, B = 8, N = 16, 128², float32, tri, zeros, σ = 0.7 and 2);
 ``--all`` adds the other rows of bench_warp.py; ``--small`` runs small problems instead (:data:`SMALL`:
@@ -131,9 +132,13 @@ def main(argv=None):
         for f in timed.values():
             f()
         samples = {key: [] for key in timed}
-        for _ in range(args.rounds):
-            for key, f in timed.items():
-                samples[key].append(1e3 * timeit(f, 3, warmup=0)[1])  # the minimum of 3 calls
+        for round_ in range(args.rounds):
+            # the two engines swap places every round: with a fixed order the second one ran up to 13 %
+            # faster with the same code (an A/A run, bench/RESULTS.md twelfth pass)
+            engines = ("base", "ours") if round_ % 2 == 0 else ("ours", "base")
+            for what in ("fwd", "f+b"):
+                for who in (*engines, "torch"):
+                    samples[what, who].append(1e3 * timeit(timed[what, who], 3, warmup=0)[1])  # min of 3 calls
         for what in ("fwd", "f+b"):
             b, o, t = (samples[what, who] for who in ("base", "ours", "torch"))
             paired = [u / v for u, v in zip(b, o)]
