@@ -10,7 +10,8 @@ Cases (offsets ~ N(0, σ²) px, "tri" = bilinear, zeros padding unless named):
 * rows    : 1-D (B=8, N=16, 16384), 3-D (B=4, N=16, 32³), float64, N=3, cos — each with the
             same number of positions per call as the main case
 
-Columns per case (medians of ``--repeats`` [minima], ms):
+Columns per case (medians over ``--repeats`` rounds [minima], ms; each round calls every column once,
+in an order reversed every other round, and the ratios are medians of the per-round ratios):
 
 * fwd          : ``warptheory.warp`` (Numba backend)
 * fwd+bwd      : ``warp`` then ``warp_backward`` (both gradients): two calls, taps twice
@@ -99,27 +100,37 @@ def rounds_parser(description, rounds):
 
 
 def measure(case, repeats, torch, wt):
+    """Per-round times (s) of each column of ``case``: every round calls each once, the order reversed
+    every other round (with a fixed order the one timed later ran up to 13 % faster with the same code;
+    bench/RESULTS.md, twelfth pass)."""
     x, eps, g, kernel = problem(case)
-    out = {}
-    out["fwd"] = timeit(lambda: wt.warp(x, eps, kernel), repeats)
+    calls = {"fwd": lambda: wt.warp(x, eps, kernel)}
 
     def two_calls():
         wt.warp(x, eps, kernel)
         wt.warp_backward(x, eps, g, kernel)
 
-    out["fwd+bwd"] = timeit(two_calls, repeats)
+    calls["fwd+bwd"] = two_calls
     if hasattr(wt, "warp_plan"):
         def one_plan():
             plan = wt.warp_plan(eps, kernel)
             plan.warp(x)
             plan.backward(x, g)
 
-        out["plan fwd+bwd"] = timeit(one_plan, repeats)
+        calls["plan fwd+bwd"] = one_plan
     if torch is not None:
-        torch_fwd, torch_fb = torch_calls(torch, x, eps, g)
-        out["torch fwd"] = timeit(torch_fwd, repeats)
-        out["torch f+b"] = timeit(torch_fb, repeats)
-    return x, eps, out
+        calls["torch fwd"], calls["torch f+b"] = torch_calls(torch, x, eps, g)
+    for f in calls.values():
+        for _ in range(3):
+            f()
+    samples = {name: [] for name in calls}
+    names = list(calls)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            calls[name]()
+            samples[name].append(time.perf_counter() - start)
+    return x, eps, samples
 
 
 def torch_calls(torch, x, eps, g):
@@ -205,17 +216,20 @@ def main(argv=None):
         if case[0].startswith("2-D f32 tri σ=2"):
             main_case = (x, eps)
         cells = "".join(
-            f"{out[c][0] * 1e3:8.2f} [{out[c][1] * 1e3:5.2f}]" if c in out else f"{'—':>16s}" for c in columns
+            f"{statistics.median(out[c]) * 1e3:8.2f} [{min(out[c]) * 1e3:5.2f}]" if c in out else f"{'—':>16s}"
+            for c in columns
         )
 
         def ratio(a, b):
             if a not in out or b not in out:
                 return f"{'—':>12s}"
-            return f"{out[a][0] / out[b][0]:5.2f} [{out[a][1] / out[b][1]:4.2f}]"
+            per_round = statistics.median(u / v for u, v in zip(out[a], out[b]))
+            return f"{per_round:5.2f} [{min(out[a]) / min(out[b]):4.2f}]"
 
         print(f"{case[0]:26s}{cells}{ratio('torch fwd', 'fwd')}{ratio('torch f+b', 'fwd+bwd')}"
               f"{ratio('torch f+b', 'plan fwd+bwd')}{ratio('plan fwd+bwd', 'fwd+bwd')}")
-    print("ms: median [minimum]; ratios of medians [of minima], > 1 means ours is faster (plan/2calls < 1: the plan is faster)")
+    print("ms: median [minimum] over the rounds; ratios: median of the per-round ratios [ratio of minima], > 1 means ours "
+          "is faster (plan/2calls < 1: the plan is faster)")
     if main_case is not None:
         rest = floors(*main_case, args.repeats, threads)
         print("2-D f32 tri σ=2:", ", ".join(f"{k} {v[0] * 1e3:.2f} [{v[1] * 1e3:.2f}] ms" for k, v in rest.items()))
