@@ -101,8 +101,8 @@ def rounds_parser(description, rounds):
 
 def measure(case, repeats, torch, wt):
     """Per-round times (s) of each column of ``case``: every round calls each once, the order reversed
-    every other round (with a fixed order the one timed later ran up to 13 % faster with the same code;
-    bench/RESULTS.md, twelfth pass)."""
+    every other round (in bench_baseline.py's fixed order the engine timed second ran up to 13 % faster
+    with the same code; bench/RESULTS.md, twelfth pass)."""
     x, eps, g, kernel = problem(case)
     calls = {"fwd": lambda: wt.warp(x, eps, kernel)}
 
