@@ -454,6 +454,23 @@ def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special):
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 48, 127, 128, 1000, 65535, 2**31 - 2])
+def test_bilinear_row_and_column_are_exact_up_to_2_31(width):
+    """The bilinear taps find a position's row as ``floor((pos + 0.5) · fl(1/W))`` (a multiplication,
+    not a division: ``_tri_block_2d``'s docstring proves it exact below 2**31).  Check the floors it
+    returns at zero offset against integer division, at both ends of rows up to the largest
+    position the engine accepts, where the margin of that proof is smallest."""
+    from warptheory.engines import numba_cpu as _engine_numba
+
+    last = 2**31 - 2
+    rows = np.unique(np.r_[0, 1, np.linspace(0, last // width, 200).astype(np.int64), last // width])
+    positions = np.unique(np.r_[rows * width, rows * width + width - 1, last])
+    positions = positions[positions <= last]
+    for pos in positions.tolist():
+        f0, f1, *_ = _engine_numba._tri_taps_at(np.float64(pos), 0.0, 0.0, np.float64(width), 1.0 / width)
+        assert (f0, f1) == (pos // width, pos % width), pos
+
+
 def test_tap_workspace_reuse_across_shapes():
     """The Numba engine reuses its per-thread tap buffers (see _engine_numba._scratch): calls
     with growing, shrinking and differently shaped problems must each equal the reference,

@@ -535,11 +535,11 @@ def _gather_scratch_2d():
 
 
 @numba.njit(cache=_CACHE, inline="always", **_JIT)
-def _tri_taps_at(pos, e0, e1, fwidth):
-    """Floors and ``tri`` tap weights of 2-D position ``pos`` (branch-free; see
-    :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
+def _tri_taps_at(pos, e0, e1, fwidth, inverse_width):
+    """Floors and ``tri`` tap weights of 2-D position ``pos`` (a float64 integer; branch-free,
+    see :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
     φ(t1 - 1)``."""
-    row = np.floor((pos + 0.5) / fwidth)
+    row = np.floor((pos + 0.5) * inverse_width)
     p0 = row + np.float64(e0)
     p1 = (pos - row * fwidth) + np.float64(e1)
     f0 = np.floor(p0)
@@ -558,9 +558,13 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
     without tap arrays in between.  The first loop is written so that LLVM vectorises it:
     no branches, the weights into the separate rows of ``columns`` (scratch, (4, m)):
 
-    * row and column from a float64 division: ``(pos + 0.5) / W`` lies at least 0.5/W from
-      an integer and is rounded by less than that for positions below 2**31, so its floor
-      is exact;
+    * row and column from float64 arithmetic: ``(pos + 0.5) / W`` lies at least 0.5/W from
+      an integer, and ``(pos + 0.5) · fl(1/W)`` differs from it by a relative 2**-52 at most,
+      under 2**31 · 2**-52 / W < 0.5/W for positions below 2**31, so its floor is the row
+      exactly (a multiplication, and the position converted from the block offset as an
+      int32: this machine's vector unit has neither a fast division nor an int64 → float64
+      conversion, and the two took half of this loop's time; bench/RESULTS.md, thirteenth
+      pass);
     * for finite offsets ``t = p - floor(p)`` is exact and in [0, 1), where
       ``φ(t) = 1 - t`` and ``φ(t - 1) = 1 - |fl(t - 1)| = 1 - fl(1 - t) = 1 - φ(t)``, all
       bitwise equal to the kernel's ``(1 - |t|) if |t| <= 1 else 0``;
@@ -574,6 +578,8 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
     e0s = eps[b, 0, start:stop]
     e1s = eps[b, 1, start:stop]
     fwidth = np.float64(width)
+    inverse_width = 1.0 / fwidth
+    first = np.float64(start)
     last_row = np.float64(height - 2)
     last_col = np.float64(width - 2)
     w00 = columns[0]
@@ -581,15 +587,17 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
     w10 = columns[2]
     w11 = columns[3]
     for j in range(m):
-        f0, f1, wa0, wa1, we0, we1 = _tri_taps_at(start + j, e0s[j], e1s[j], fwidth)
+        f0, f1, wa0, wa1, we0, we1 = _tri_taps_at(first + np.float64(np.int32(j)), e0s[j], e1s[j], fwidth,
+                                                  inverse_width)
         w00[j] = wa0 * we0
         w01[j] = wa0 * we1
         w10[j] = wa1 * we0
         w11[j] = wa1 * we1
         inside = (f0 >= 0.0) & (f0 <= last_row) & (f1 >= 0.0) & (f1 <= last_col)
         # clamped so that the conversion is defined for every input; used only when inside
+        # (below 2**31: converted as an int32, which the vector unit does in one instruction)
         q = min(max(f0, 0.0), last_row) * fwidth + min(max(f1, 0.0), last_col)
-        fast[j] = np.uint32(q) if inside else _SLOW
+        fast[j] = np.uint32(np.int32(q)) if inside else _SLOW
     for j in range(m):
         cw[j, 0] = w00[j]
         cw[j, 1] = w01[j]
@@ -1142,6 +1150,8 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     e0s = eps[b, 0, start:stop]
     e1s = eps[b, 1, start:stop]
     fwidth = np.float64(width)
+    inverse_width = 1.0 / fwidth
+    first = np.float64(start)
     # zeros: clip to [-2, size]; border: [-1, size - 1]; periodic: in range only (else redone)
     lo = -2.0 if padding == 0 else (-1.0 if padding == 2 else 0.0)
     hi0 = np.float64(height) if padding == 0 else np.float64(height - 1)
@@ -1153,7 +1163,8 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     we0 = w[b, 1, 0, start:stop]
     we1 = w[b, 1, 1, start:stop]
     for j in range(m):
-        f0, f1, wa0[j], wa1[j], we0[j], we1[j] = _tri_taps_at(start + j, e0s[j], e1s[j], fwidth)
+        f0, f1, wa0[j], wa1[j], we0[j], we1[j] = _tri_taps_at(first + np.float64(np.int32(j)), e0s[j], e1s[j],
+                                                              fwidth, inverse_width)
         clipped0 = min(max(f0, lo), hi0)
         clipped1 = min(max(f1, lo), hi1)
         # NaN compares false: those positions are redone below
