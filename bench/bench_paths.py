@@ -11,7 +11,11 @@ results of the full engine.
 
 Cases: 2-D, B = 8, 128², float32, tri, zeros; N = 16 at σ = 0.7 and 2 (issue 11's goal rows) and N = 4
 (the channel count of the validation suite's Monte-Carlo).  Every round times every variant and torch
-``grid_sample`` in turn (minimum of 5 calls each); the table gives medians over the rounds.
+``grid_sample`` in turn (minimum of 5 calls each), in reverse order every other round (with a fixed order
+the column timed later ran up to 13 % faster with the same code; bench/RESULTS.md, twelfth pass).  The
+table gives medians over the rounds of the times and of the per-round ratios; the row "full engine,
+again" is the unchanged engine timed a second time in each round, so its ``/ full`` column shows the
+comparison's noise floor.
 
 ``--no-simd`` runs the same table in a child process whose vector intrinsics fail to compile
 (``warptheory.engines.simd`` falls back to its plain loops), with an empty numba cache: minutes of
@@ -50,6 +54,7 @@ def variants(engine, wt):
 
     return {
         "full engine": ({}, []),
+        "full engine, again": ({}, []),
         "- channel-last gather": (
             {"_channel_last_workers": lambda *args: 0},
             ["_channel_last_workers", "_to_channel_last", "_gather_block_channel_last", "_prepare_block_2d",
@@ -132,33 +137,36 @@ def run(rounds, threads):
                 raise AssertionError(f"{name}: results differ from the full engine's")
         torch_forward, torch_both = torch_calls(torch, x, eps, g)
 
-        for _ in range(rounds):
-            for name, (patches, _) in table.items():
-                switch(patches)
-                times.setdefault((case, name), []).append(
-                    (best_of(lambda: wt.warp(x, eps, "tri")),
-                     best_of(lambda: (wt.warp(x, eps, "tri"), wt.warp_backward(x, eps, g, "tri")))))
-            switch({})
-            times.setdefault((case, "torch grid_sample"), []).append((best_of(torch_forward), best_of(torch_both)))
+        columns = [*table, "torch grid_sample"]
+        for round_ in range(rounds):
+            for name in columns if round_ % 2 == 0 else columns[::-1]:
+                if name == "torch grid_sample":
+                    switch({})
+                    timed = (best_of(torch_forward), best_of(torch_both))
+                else:
+                    switch(table[name][0])
+                    timed = (best_of(lambda: wt.warp(x, eps, "tri")),
+                             best_of(lambda: (wt.warp(x, eps, "tri"), wt.warp_backward(x, eps, g, "tri"))))
+                times.setdefault((case, name), []).append(timed)
     switch({})
 
     print(f"{'case':11} {'variant':24} {'lines':>5} {'fwd ms':>7} {'f+b ms':>7} {'fwd ×torch':>10} "
           f"{'f+b ×torch':>10} {'fwd / full':>10} {'f+b / full':>10}")
     for case, _, _ in CASES:
-        def medians(name):
-            rows = times[(case, name)]
-            return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        def median_ratio(top, bottom, k):
+            """Median over the rounds of ``top / bottom`` (k = 0: forward, 1: forward + backward)."""
+            return statistics.median(t[k] / b[k] for t, b in zip(times[(case, top)], times[(case, bottom)]))
 
-        torch_f, torch_fb = medians("torch grid_sample")
-        full_f, full_fb = medians("full engine")
         for name, (_, functions) in [*table.items(), ("torch grid_sample", (None, None))]:
-            f, fb = medians(name)
+            f, fb = (statistics.median(r[k] for r in times[(case, name)]) for k in (0, 1))
             lines = "" if not functions else str(source_lines(engine, functions))
-            against_full = "" if functions is None and name != "- all four" else f"{f / full_f:10.2f} {fb / full_fb:10.2f}"
-            print(f"{case:11} {name:24} {lines:>5} {1e3 * f:7.2f} {1e3 * fb:7.2f} {torch_f / f:10.2f} "
-                  f"{torch_fb / fb:10.2f} {against_full}")
-    print("ms: medians over the rounds of the best of 5 calls; × torch > 1: ours faster; / full > 1: the path "
-          "pays for itself")
+            against_full = ("" if name in ("full engine", "torch grid_sample") else
+                            f"{median_ratio(name, 'full engine', 0):10.2f} {median_ratio(name, 'full engine', 1):10.2f}")
+            print(f"{case:11} {name:24} {lines:>5} {1e3 * f:7.2f} {1e3 * fb:7.2f} "
+                  f"{median_ratio('torch grid_sample', name, 0):10.2f} {median_ratio('torch grid_sample', name, 1):10.2f} "
+                  f"{against_full}")
+    print("ms: medians over the rounds of the best of 5 calls; ratios: medians of the per-round ratios; × torch > 1: "
+          "ours faster; / full > 1: the path pays for itself ('full engine, again': the noise floor)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
