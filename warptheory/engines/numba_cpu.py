@@ -562,9 +562,8 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
       an integer, and ``(pos + 0.5) · fl(1/W)`` differs from it by a relative 2**-52 at most,
       under 2**31 · 2**-52 / W < 0.5/W for positions below 2**31, so its floor is the row
       exactly (a multiplication, and the position converted from the block offset as an
-      int32: this machine's vector unit has neither a fast division nor an int64 → float64
-      conversion, and the two took half of this loop's time; bench/RESULTS.md, thirteenth
-      pass);
+      int32: AVX2 has no vector int64 → float64 conversion and its vector division is slow;
+      the two took half of this loop's time, bench/RESULTS.md, thirteenth pass);
     * for finite offsets ``t = p - floor(p)`` is exact and in [0, 1), where
       ``φ(t) = 1 - t`` and ``φ(t - 1) = 1 - |fl(t - 1)| = 1 - fl(1 - t) = 1 - φ(t)``, all
       bitwise equal to the kernel's ``(1 - |t|) if |t| <= 1 else 0``;
