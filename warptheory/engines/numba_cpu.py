@@ -388,24 +388,34 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     if d == 1:
         _expand_block_1d(base, w, dw, b, start, stop, spatial[0], padding, need_w, need_dw, fast, cidx, cw, cdw)
         return npos
+    # each axis's two taps, weights and slopes, read once per position and combined per corner
+    taps = np.empty((d, 2), dtype=np.int64)
+    weights = np.empty((d, 2), dtype=np.float64)
+    slopes = np.empty((d, 2), dtype=np.float64)
     for j in range(stop - start):
         pos = start + j
         undefined = base[b, 0, pos] == _UNDEFINED
         fast[j] = _SLOW
+        for k in range(d):
+            floor = np.int64(0) if (undefined and k == 0) else np.int64(base[b, k, pos])
+            taps[k, 0], taps[k, 1] = _tap_pair(floor, spatial[k], padding)
+            for a in range(2):
+                if need_w or need_dw:
+                    weights[k, a] = w[b, k, a, pos]
+                if need_dw:
+                    slopes[k, a] = _slope_at(dw, base, b, k, a, pos)
         for c in range(ncorner):
             flat = np.int64(0)
             wc = 1.0
             for k in range(d):
                 bit = (c >> (d - 1 - k)) & 1
-                floor = np.int64(0) if (undefined and k == 0) else np.int64(base[b, k, pos])
-                i0, i1 = _tap_pair(floor, spatial[k], padding)
-                tap = i1 if bit else i0
+                tap = taps[k, bit]
                 if tap < 0 or flat < 0:
                     flat = -1
                 else:
                     flat = flat * spatial[k] + tap
                 if need_w:
-                    wc *= w[b, k, bit, pos]
+                    wc *= weights[k, bit]
             cidx[j, c] = 0 if undefined else flat
             if need_w:
                 cw[j, c] = wc
@@ -414,7 +424,7 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
                     dwc = 1.0
                     for k in range(d):
                         bit = (c >> (d - 1 - k)) & 1
-                        dwc *= _slope_at(dw, base, b, k, bit, pos) if k == i else w[b, k, bit, pos]
+                        dwc *= slopes[k, bit] if k == i else weights[k, bit]
                     cdw[j, c, i] = dwc
     return npos
 
