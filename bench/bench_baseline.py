@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from bench_warp import cases, problem, rounds_parser, timeit, torch_calls
+from bench_warp import cases, cpu_model, problem, rounds_parser, timeit, torch_calls
 
 BASELINE = "warptheory_baseline"
 # Small problems, where per-call and tap costs dominate: (name, B, N, spatial, dtype, kernel, σ) as in cases().
@@ -109,7 +109,7 @@ def main(argv=None):
     import warptheory as ours
 
     load = os.getloadavg()[0]
-    print(f"engine at {commit[:10]} (baseline) against the working tree: threads={args.threads}, "
+    print(f"engine at {commit[:10]} (baseline) against the working tree: {cpu_model()},\n  threads={args.threads}, "
           f"numba {numba.__version__}, torch {torch.__version__}, rounds={args.rounds}, load average {load:.1f} at start")
     header = (f"{'case':30s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
               f"{'ours ×torch':>11s} {'base/ours':>9s} {'[q25, q75]':>14s} bitwise")

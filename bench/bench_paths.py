@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from bench_warp import rounds_parser, timeit, torch_calls
+from bench_warp import cpu_model, rounds_parser, timeit, torch_calls
 
 CASES = [("N=16 σ=0.7", 16, 0.7), ("N=16 σ=2", 16, 2.0), ("N=4 σ=0.7", 4, 0.7)]
 
@@ -116,7 +116,8 @@ def run(rounds, threads):
         for name, value in original.items():
             setattr(engine, name, patches.get(name, value))
 
-    print(f"Numba engine paths: threads={threads}, numba {numba.__version__}, torch {torch.__version__}, "
+    print(f"Numba engine paths: {cpu_model()}, threads={threads}, numba {numba.__version__}, "
+          f"torch {torch.__version__}, "
           f"vector intrinsics {'on' if simd.AVAILABLE else 'OFF (' + simd.REASON + ')'}, rounds={rounds}, "
           f"load average {os.getloadavg()[0]:.1f} at start")
     times = {}
@@ -160,11 +161,11 @@ def run(rounds, threads):
         for name, (_, functions) in [*table.items(), ("torch grid_sample", (None, None))]:
             f, fb = (statistics.median(r[k] for r in times[(case, name)]) for k in (0, 1))
             lines = "" if not functions else str(source_lines(engine, functions))
-            against_full = ("" if name in ("full engine", "torch grid_sample") else
-                            f"{median_ratio(name, 'full engine', 0):10.2f} {median_ratio(name, 'full engine', 1):10.2f}")
+            full, torch_ = "full engine", "torch grid_sample"
+            against_full = ("" if name in (full, torch_) else
+                            f"{median_ratio(name, full, 0):10.2f} {median_ratio(name, full, 1):10.2f}")
             print(f"{case:11} {name:24} {lines:>5} {1e3 * f:7.2f} {1e3 * fb:7.2f} "
-                  f"{median_ratio('torch grid_sample', name, 0):10.2f} {median_ratio('torch grid_sample', name, 1):10.2f} "
-                  f"{against_full}")
+                  f"{median_ratio(torch_, name, 0):10.2f} {median_ratio(torch_, name, 1):10.2f} {against_full}")
     print("ms: medians over the rounds of the best of 5 calls; ratios: medians of the per-round ratios; × torch > 1: "
           "ours faster; / full > 1: the path pays for itself ('full engine, again': the noise floor)")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

@@ -85,6 +85,22 @@ def problem(case):
     return x, eps, g, kernel
 
 
+def cpu_model():
+    """The CPU's model as Linux names it (``/proc/cpuinfo``: name, family and model numbers, and
+    whether it has AVX-512), else ``platform.machine()``.  The ratios here depend on it: the
+    channel-last paths' eight-lane float64 vectors are one instruction with AVX-512 and four on a
+    CPU with 128-bit units (bench/RESULTS.md, thirteenth pass)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return platform.machine()
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    avx512 = "AVX-512" if "avx512f" in fields.get("flags", "").split() else "no AVX-512"
+    return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')} "
+            f"model {fields.get('model', '?')}, {avx512})")
+
+
 def rounds_parser(description, rounds):
     """The ``--rounds`` / ``--threads`` parser of the interleaved benchmarks; ``check(args)`` after parsing."""
     parser = argparse.ArgumentParser(description=description)
@@ -203,7 +219,7 @@ def main(argv=None):
     except ImportError:
         torch = None
 
-    print(f"warp benchmark: threads={threads}, {platform.processor() or platform.machine()}, "
+    print(f"warp benchmark: threads={threads}, {cpu_model()}, "
           f"cpus={os.cpu_count()}, python {sys.version.split()[0]}, numba {numba.__version__}"
           + (f", torch {torch.__version__}" if torch is not None else "")
           + f", load average {os.getloadavg()[0]:.1f} at start (other processes share the cores)")
