@@ -1230,7 +1230,7 @@ def release_scratch():
 def _size(shape):
     """The number of elements of an array of ``shape`` (``math.prod``: ``np.prod`` costs ~8 µs a call,
     a visible part of a small warp's time)."""
-    return math.prod(int(n) for n in shape)
+    return math.prod(map(int, shape))
 
 
 def _aligned_empty(nbytes):
@@ -1260,9 +1260,10 @@ def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, rela
     ``in_shape`` (default: eps's grid).  ``owned``: fresh arrays instead of this thread's
     scratch (for taps that outlive the call, a plan's)."""
     out_spatial = np.asarray(eps.shape[2:], dtype=np.int64)
-    spatial = out_spatial if in_shape is None else np.asarray(in_shape, dtype=np.int64)
-    npos = _size(out_spatial)
-    for name, count in (("x", _size(spatial)), ("eps", npos)):
+    same_grid = in_shape is None or tuple(map(int, in_shape)) == eps.shape[2:]
+    spatial = out_spatial if same_grid else np.asarray(in_shape, dtype=np.int64)
+    npos = _size(eps.shape[2:])
+    for name, count in (("x", npos if same_grid else _size(in_shape)), ("eps", npos)):
         if count >= 2**31 - 1:
             raise ValueError(f"{name}: at most 2**31 - 2 positions per batch item are supported, got {count}")
     eps_flat = np.ascontiguousarray(eps).reshape(eps.shape[0], eps.shape[1], npos)
@@ -1271,8 +1272,7 @@ def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, rela
     base = allocate("base", (batch, d, npos), np.int32)
     w = allocate("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
     dw = allocate("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
-    same_grid = relative and np.array_equal(spatial, out_spatial)
-    if fused and d == 2 and need_w and not need_dw and same_grid and _is_bilinear(kernel):
+    if fused and d == 2 and need_w and not need_dw and relative and same_grid and _is_bilinear(kernel):
         _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], base, w)
     else:
         _axis_floors(eps_flat, out_spatial, relative, spatial, PADDING_CODES[padding], base, w if need_w else dw)
