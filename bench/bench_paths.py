@@ -153,15 +153,15 @@ def run(rounds, threads):
 
     print(f"{'case':11} {'variant':24} {'lines':>5} {'fwd ms':>7} {'f+b ms':>7} {'fwd ×torch':>10} "
           f"{'f+b ×torch':>10} {'fwd / full':>10} {'f+b / full':>10}")
+    full, torch_ = "full engine", "torch grid_sample"
     for case, _, _ in CASES:
         def median_ratio(top, bottom, k):
             """Median over the rounds of ``top / bottom`` (k = 0: forward, 1: forward + backward)."""
             return statistics.median(t[k] / b[k] for t, b in zip(times[(case, top)], times[(case, bottom)]))
 
-        for name, (_, functions) in [*table.items(), ("torch grid_sample", (None, None))]:
+        for name, (_, functions) in [*table.items(), (torch_, (None, None))]:
             f, fb = (statistics.median(r[k] for r in times[(case, name)]) for k in (0, 1))
             lines = "" if not functions else str(source_lines(engine, functions))
-            full, torch_ = "full engine", "torch grid_sample"
             against_full = ("" if name in (full, torch_) else
                             f"{median_ratio(name, full, 0):10.2f} {median_ratio(name, full, 1):10.2f}")
             print(f"{case:11} {name:24} {lines:>5} {1e3 * f:7.2f} {1e3 * fb:7.2f} "

@@ -96,9 +96,10 @@ def cpu_model():
     except OSError:
         return platform.machine()
     fields = {key.strip(): value.strip() for key, value in fields.items()}
-    avx512 = "AVX-512" if "avx512f" in fields.get("flags", "").split() else "no AVX-512"
+    flags = fields.get("flags", "").split()
+    avx512 = (", AVX-512" if "avx512f" in flags else ", no AVX-512") if flags else ""
     return (f"{fields.get('model name', platform.machine())} (family {fields.get('cpu family', '?')} "
-            f"model {fields.get('model', '?')}, {avx512})")
+            f"model {fields.get('model', '?')}{avx512})")
 
 
 def rounds_parser(description, rounds):

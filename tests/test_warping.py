@@ -467,7 +467,9 @@ def test_bilinear_row_and_column_are_exact_up_to_2_31(width):
     positions = np.unique(np.r_[rows * width, rows * width + width - 1, last])
     positions = positions[positions <= last]
     for pos in positions.tolist():
-        f0, f1, *_ = _engine_numba._tri_taps_at(np.float64(pos), 0.0, 0.0, np.float64(width), 1.0 / width)
+        block = _engine_numba._BLOCK  # the position as the engine's loops give it: block start + offset
+        f0, f1, *_ = _engine_numba._tri_taps_at(np.float64(pos - pos % block), pos % block, 0.0, 0.0,
+                                                np.float64(width), 1.0 / width)
         assert (f0, f1) == (pos // width, pos % width), pos
 
 

@@ -545,10 +545,12 @@ def _gather_scratch_2d():
 
 
 @numba.njit(cache=_CACHE, inline="always", **_JIT)
-def _tri_taps_at(pos, e0, e1, fwidth, inverse_width):
-    """Floors and ``tri`` tap weights of 2-D position ``pos`` (a float64 integer; branch-free,
-    see :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
+def _tri_taps_at(first, j, e0, e1, fwidth, inverse_width):
+    """Floors and ``tri`` tap weights of 2-D position ``first + j`` (``first`` the block's start
+    as a float64, ``j < 2**31`` the offset in it, converted as an int32; branch-free, see
+    :func:`_tri_block_2d` for why each step is exact): ``f0, f1, φ(t0), φ(t0 - 1), φ(t1),
     φ(t1 - 1)``."""
+    pos = first + np.float64(np.int32(j))
     row = np.floor((pos + 0.5) * inverse_width)
     p0 = row + np.float64(e0)
     p1 = (pos - row * fwidth) + np.float64(e1)
@@ -596,8 +598,7 @@ def _tri_block_2d(eps, b, start, stop, spatial, padding, fast, cidx, cw, columns
     w10 = columns[2]
     w11 = columns[3]
     for j in range(m):
-        f0, f1, wa0, wa1, we0, we1 = _tri_taps_at(first + np.float64(np.int32(j)), e0s[j], e1s[j], fwidth,
-                                                  inverse_width)
+        f0, f1, wa0, wa1, we0, we1 = _tri_taps_at(first, j, e0s[j], e1s[j], fwidth, inverse_width)
         w00[j] = wa0 * we0
         w01[j] = wa0 * we1
         w10[j] = wa1 * we0
@@ -1172,8 +1173,7 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     we0 = w[b, 1, 0, start:stop]
     we1 = w[b, 1, 1, start:stop]
     for j in range(m):
-        f0, f1, wa0[j], wa1[j], we0[j], we1[j] = _tri_taps_at(first + np.float64(np.int32(j)), e0s[j], e1s[j],
-                                                              fwidth, inverse_width)
+        f0, f1, wa0[j], wa1[j], we0[j], we1[j] = _tri_taps_at(first, j, e0s[j], e1s[j], fwidth, inverse_width)
         clipped0 = min(max(f0, lo), hi0)
         clipped1 = min(max(f1, lo), hi1)
         # NaN compares false: those positions are redone below
