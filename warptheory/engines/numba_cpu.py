@@ -368,6 +368,56 @@ def _expand_block_1d(base, w, dw, b, start, stop, size, padding, need_w, need_dw
 
 
 @numba.njit(cache=_CACHE, **_JIT)
+def _expand_block_3d(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
+    """:func:`_expand_block` in 3-D, written out (every position slow).  Corner ``c`` takes tap
+    ``(c >> 2) & 1`` on axis 0, ``(c >> 1) & 1`` on axis 1 and ``c & 1`` on axis 2; its weight is
+    ``(φ_0 · φ_1) · φ_2`` and its slope for axis i the same product with φ'_i in place of φ_i,
+    multiplied in axis order (bitwise the loop over d of the engine before: its leading
+    ``1.0 ·`` is exact).  The pair products are shared between corners."""
+    size1 = spatial[1]
+    size2 = spatial[2]
+    for j in range(stop - start):
+        pos = start + j
+        fast[j] = _SLOW
+        if base[b, 0, pos] == _UNDEFINED:
+            for c in range(8):
+                cidx[j, c] = 0
+        else:
+            a0, a1 = _tap_pair(np.int64(base[b, 0, pos]), spatial[0], padding)
+            e0, e1 = _tap_pair(np.int64(base[b, 1, pos]), size1, padding)
+            f0, f1 = _tap_pair(np.int64(base[b, 2, pos]), size2, padding)
+            for c in range(8):
+                ta = a1 if c & 4 else a0
+                te = e1 if c & 2 else e0
+                tf = f1 if c & 1 else f0
+                cidx[j, c] = -1 if (ta < 0 or te < 0 or tf < 0) else (ta * size1 + te) * size2 + tf
+        if need_w or need_dw:
+            wa0, wa1 = w[b, 0, 0, pos], w[b, 0, 1, pos]
+            we0, we1 = w[b, 1, 0, pos], w[b, 1, 1, pos]
+            wf0, wf1 = w[b, 2, 0, pos], w[b, 2, 1, pos]
+            ae00, ae01, ae10, ae11 = wa0 * we0, wa0 * we1, wa1 * we0, wa1 * we1
+        if need_w:
+            cw[j, 0], cw[j, 1] = ae00 * wf0, ae00 * wf1
+            cw[j, 2], cw[j, 3] = ae01 * wf0, ae01 * wf1
+            cw[j, 4], cw[j, 5] = ae10 * wf0, ae10 * wf1
+            cw[j, 6], cw[j, 7] = ae11 * wf0, ae11 * wf1
+        if need_dw:
+            sa0, sa1 = _slope_at(dw, base, b, 0, 0, pos), _slope_at(dw, base, b, 0, 1, pos)
+            se0, se1 = _slope_at(dw, base, b, 1, 0, pos), _slope_at(dw, base, b, 1, 1, pos)
+            sf0, sf1 = _slope_at(dw, base, b, 2, 0, pos), _slope_at(dw, base, b, 2, 1, pos)
+            for c in range(8):
+                wa = wa1 if c & 4 else wa0
+                we = we1 if c & 2 else we0
+                wf = wf1 if c & 1 else wf0
+                sa = sa1 if c & 4 else sa0
+                se = se1 if c & 2 else se0
+                sf = sf1 if c & 1 else sf0
+                cdw[j, c, 0] = (sa * we) * wf
+                cdw[j, c, 1] = (wa * se) * wf
+                cdw[j, c, 2] = (wa * we) * sf
+
+
+@numba.njit(cache=_CACHE, **_JIT)
 def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw):
     """The block's corners from the axis taps, into the task's scratch.
 
@@ -376,56 +426,18 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     :data:`_SLOW`; the consumers read a fast position's corners from it directly.
     ``cidx[j, c]``: flat index of corner c, -1 outside (filled for slow positions only).
     ``cw[j, c]`` = Π_k φ, ``cdw[j, c, i]`` = φ'(t_i) Π_{k≠i} φ(t_k), multiplied in axis
-    order.  (No caller asks for φ' corners in 2-D; the general loop would give them, with
-    every position slow.)
+    order (φ' corners in 1-D and 3-D only: the 2-D position derivative applies the slopes
+    factorised from the axis taps).
     """
     d = base.shape[1]
-    ncorner = 1 << d
     npos = base.shape[2]
-    if d == 2 and not need_dw:
+    if d == 2:
         _expand_block_2d(base, w, b, start, stop, spatial, padding, need_w, fast, cidx, cw)
         return npos
     if d == 1:
         _expand_block_1d(base, w, dw, b, start, stop, spatial[0], padding, need_w, need_dw, fast, cidx, cw, cdw)
         return npos
-    # each axis's two taps, weights and slopes, read once per position and combined per corner
-    taps = np.empty((d, 2), dtype=np.int64)
-    weights = np.empty((d, 2), dtype=np.float64)
-    slopes = np.empty((d, 2), dtype=np.float64)
-    for j in range(stop - start):
-        pos = start + j
-        undefined = base[b, 0, pos] == _UNDEFINED
-        fast[j] = _SLOW
-        for k in range(d):
-            floor = np.int64(0) if (undefined and k == 0) else np.int64(base[b, k, pos])
-            taps[k, 0], taps[k, 1] = _tap_pair(floor, spatial[k], padding)
-            for a in range(2):
-                if need_w or need_dw:
-                    weights[k, a] = w[b, k, a, pos]
-                if need_dw:
-                    slopes[k, a] = _slope_at(dw, base, b, k, a, pos)
-        for c in range(ncorner):
-            flat = np.int64(0)
-            wc = 1.0
-            for k in range(d):
-                bit = (c >> (d - 1 - k)) & 1
-                tap = taps[k, bit]
-                if tap < 0 or flat < 0:
-                    flat = -1
-                else:
-                    flat = flat * spatial[k] + tap
-                if need_w:
-                    wc *= weights[k, bit]
-            cidx[j, c] = 0 if undefined else flat
-            if need_w:
-                cw[j, c] = wc
-            if need_dw:
-                for i in range(d):
-                    dwc = 1.0
-                    for k in range(d):
-                        bit = (c >> (d - 1 - k)) & 1
-                        dwc *= slopes[k, bit] if k == i else weights[k, bit]
-                    cdw[j, c, i] = dwc
+    _expand_block_3d(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw, fast, cidx, cw, cdw)
     return npos
 
 
