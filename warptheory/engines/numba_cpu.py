@@ -521,15 +521,24 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
         if ncorner == 4:
             _gather_slow4_2d(xb, yb, first, start, m, fast, cidx, cw)
             return
+        # the four channels' sums side by side (each still in corner order): four independent
+        # chains of fused multiply-adds instead of one after the other
+        x0, x1, x2, x3 = xb[first], xb[first + 1], xb[first + 2], xb[first + 3]
         for j in range(m):
             if fast[j] == _SLOW:
-                for n in range(4):
-                    xr = xb[first + n]
-                    acc = 0.0
-                    for c in range(ncorner):
-                        i = cidx[j, c]
-                        acc += cw[j, c] * (np.float64(xr[max(i, 0)]) if i >= 0 else 0.0)
-                    yb[first + n, start + j] = acc
+                acc0 = acc1 = acc2 = acc3 = 0.0
+                for c in range(ncorner):
+                    i = cidx[j, c]
+                    k = max(i, 0)
+                    wc = cw[j, c]
+                    acc0 += wc * (np.float64(x0[k]) if i >= 0 else 0.0)
+                    acc1 += wc * (np.float64(x1[k]) if i >= 0 else 0.0)
+                    acc2 += wc * (np.float64(x2[k]) if i >= 0 else 0.0)
+                    acc3 += wc * (np.float64(x3[k]) if i >= 0 else 0.0)
+                yb[first, start + j] = acc0
+                yb[first + 1, start + j] = acc1
+                yb[first + 2, start + j] = acc2
+                yb[first + 3, start + j] = acc3
     else:
         xr = xb[first]
         yr = yb[first, start:start + m]
