@@ -422,8 +422,9 @@ def _expand_block(base, w, dw, b, start, stop, spatial, padding, need_w, need_dw
     """The block's corners from the axis taps, into the task's scratch.
 
     ``fast[j]``: the flat index of corner (0, 0) when the corners are inside and adjacent
-    (2-D without φ' corners, :func:`_expand_block_2d`; 1-D, :func:`_expand_block_1d`), else
-    :data:`_SLOW`; the consumers read a fast position's corners from it directly.
+    (2-D, :func:`_expand_block_2d`; 1-D, :func:`_expand_block_1d`; never in 3-D,
+    :func:`_expand_block_3d`), else :data:`_SLOW`; the consumers read a fast position's corners
+    from it directly.
     ``cidx[j, c]``: flat index of corner c, -1 outside (filled for slow positions only).
     ``cw[j, c]`` = Π_k φ, ``cdw[j, c, i]`` = φ'(t_i) Π_{k≠i} φ(t_k), multiplied in axis
     order (φ' corners in 1-D and 3-D only: the 2-D position derivative applies the slopes
