@@ -11,6 +11,9 @@ The file was made with the engine of commit 822cbf3 (before the restructure) on 
 
     PYTHONPATH=<a checkout of 822cbf3> python tests/warp_golden.py tests/data/warp_golden.json
 
+The cases of ``SHAPES_REMAINDER`` were added later the same way, with 822cbf3 on an AMD EPYC (FMA,
+no AVX-512), where that run reproduced every earlier entry of the file.
+
 The results depend on the CPU only through fused multiply-adds (the engine allows LLVM to
 contract ``a*b + c``), so the comparison is skipped on a CPU without FMA.
 """
@@ -33,6 +36,10 @@ SHAPES = {1: (2, 5, (37,)), 2: (2, 13, (23, 29)), 3: (2, 5, (4, 5, 3))}
 # blocks of 512 positions with eight channels and a remainder, a line of one point (no position
 # has both taps inside) and one of two (only floor 0 has).
 SHAPES_1D = {"long": (3, 9, (1100,)), "one": (2, 6, (1,)), "two": (2, 5, (2,))}
+# Shapes whose channels end in a remainder of three (added with the three-channel sweeps, recorded
+# with the same engine): seven channels, a four-channel sweep then three (the scatter's channel
+# groups too, at one thread or two), and in 2-D eleven, the channel-last group of eight then three.
+SHAPES_REMAINDER = {"seven": {d: (2, 7, spatial) for d, (_, _, spatial) in SHAPES.items()}, "eleven": {2: (2, 11, (23, 29))}}
 OUTPUTS = ("warp_y", "warp_grad_x", "warp_grad_eps", "unwarp_y", "unwarp_grad_x", "unwarp_grad_eps")
 SPECIAL = (np.nan, np.inf, -np.inf, 2.0, -1.5, 0.0, 1e6, -1e17)
 
@@ -56,9 +63,12 @@ def _values(count, salt, modulus, scale):
 
 
 def problem(d, dtype, salt, shape=None):
-    """x, eps, grad_y for ``d`` (of ``SHAPES_1D[shape]`` when given); every seventh offset is
-    replaced by one of :data:`SPECIAL`."""
-    batch, channels, spatial = SHAPES[d] if shape is None else SHAPES_1D[shape]
+    """x, eps, grad_y for ``d`` (of ``SHAPES_1D[shape]`` or ``SHAPES_REMAINDER[shape][d]`` when given);
+    every seventh offset is replaced by one of :data:`SPECIAL`."""
+    if shape is None:
+        batch, channels, spatial = SHAPES[d]
+    else:
+        batch, channels, spatial = SHAPES_REMAINDER[shape][d] if shape in SHAPES_REMAINDER else SHAPES_1D[shape]
     x = _values(batch * channels * int(np.prod(spatial)), salt, 2003, 2.0).reshape(batch, channels, *spatial)
     g = _values(x.size, salt + 1, 1999, 1.5).reshape(x.shape)
     eps = _values(batch * d * int(np.prod(spatial)), salt + 2, 4001, 3.0).reshape(batch, d, *spatial)
@@ -75,12 +85,17 @@ def digest(a):
 
 def cases():
     """``(key, kernel, padding, dtype, d, salt, shape)``: every combination on ``SHAPES[d]``, then
-    every combination on each of ``SHAPES_1D`` (shape: its name, None for ``SHAPES``)."""
+    every combination on each of ``SHAPES_1D`` and of ``SHAPES_REMAINDER`` (shape: its name, None
+    for ``SHAPES``)."""
     for salt, (name, padding, dtype, d) in enumerate(itertools.product(KERNELS, PADDINGS, DTYPES, (1, 2, 3))):
         yield f"{name}-{padding}-{dtype}-d{d}", name, padding, dtype, d, salt, None
     combinations = itertools.product(SHAPES_1D, KERNELS, PADDINGS, DTYPES)
     for salt, (shape, name, padding, dtype) in enumerate(combinations, start=1000):
         yield f"{name}-{padding}-{dtype}-d1-{shape}", name, padding, dtype, 1, salt, shape
+    remainder = [(shape, d) for shape, by_d in SHAPES_REMAINDER.items() for d in by_d]
+    combinations = itertools.product(remainder, KERNELS, PADDINGS, DTYPES)
+    for salt, ((shape, d), name, padding, dtype) in enumerate(combinations, start=2000):
+        yield f"{name}-{padding}-{dtype}-d{d}-{shape}", name, padding, dtype, d, salt, shape
 
 
 def outputs(ops, name, padding, dtype, d, salt, shape=None):
