@@ -507,7 +507,7 @@ def _gather_channels_1d(xb, yb, first, count, start, m, fast, cidx, cw):
 
 @numba.njit(cache=_CACHE, **_JIT)
 def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
-    """Channels ``first .. first + count - 1`` (count 1 or 4) of one block of the gather.
+    """Channels ``first .. first + count - 1`` (count 1, 3 or 4) of one block of the gather.
 
     A separate small function so that LLVM keeps the loop's values in registers."""
     ncorner = cw.shape[1]
@@ -540,6 +540,29 @@ def _gather_channels(xb, yb, first, count, start, m, width, fast, cidx, cw):
                 yb[first + 1, start + j] = acc1
                 yb[first + 2, start + j] = acc2
                 yb[first + 3, start + j] = acc3
+    elif count == 3:
+        # three channels side by side, each channel's sum as in a sweep of its own
+        x0, x1, x2 = xb[first], xb[first + 1], xb[first + 2]
+        y0, y1, y2 = yb[first, start:start + m], yb[first + 1, start:start + m], yb[first + 2, start:start + m]
+        for j in range(m):
+            q = fast[j]
+            if q != _SLOW:
+                w0, w1, w2, w3 = cw[j, 0], cw[j, 1], cw[j, 2], cw[j, 3]
+                y0[j] = w0 * x0[q] + w1 * x0[q + right] + w2 * x0[q + down] + w3 * x0[q + diag]
+                y1[j] = w0 * x1[q] + w1 * x1[q + right] + w2 * x1[q + down] + w3 * x1[q + diag]
+                y2[j] = w0 * x2[q] + w1 * x2[q + right] + w2 * x2[q + down] + w3 * x2[q + diag]
+            else:
+                acc0 = acc1 = acc2 = 0.0
+                for c in range(ncorner):
+                    i = cidx[j, c]
+                    k = max(i, 0)
+                    wc = cw[j, c]
+                    acc0 += wc * (np.float64(x0[k]) if i >= 0 else 0.0)
+                    acc1 += wc * (np.float64(x1[k]) if i >= 0 else 0.0)
+                    acc2 += wc * (np.float64(x2[k]) if i >= 0 else 0.0)
+                y0[j] = acc0
+                y1[j] = acc1
+                y2[j] = acc2
     else:
         xr = xb[first]
         yr = yb[first, start:start + m]
@@ -785,7 +808,7 @@ def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
     n = first
     while n < channels:
         # four channels per sweep share the block's index and weight loads
-        count = 4 if n + 4 <= channels else 1
+        count = 4 if n + 4 <= channels else 3 if n + 3 == channels else 1
         _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
         n += count
 
@@ -822,7 +845,7 @@ def _corner_sums_1d(xb, gb, first, count, start, m, fast, cidx, csum):
 @numba.njit(cache=_CACHE, **_JIT)
 def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
     """``csum[j, c] += Σ_n g[n, start + j] x[n, corner_c(j)]`` over channels ``first ..
-    first + count - 1`` (count 1 or 4) of one block; an outside corner reads x as 0.
+    first + count - 1`` (count 1, 3 or 4) of one block; an outside corner reads x as 0.
 
     A separate small function so that LLVM keeps the loop's values in registers."""
     ncorner = cidx.shape[1]
@@ -830,7 +853,11 @@ def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
     down = np.uint32(width)
     diag = np.uint32(width + 1)
     if ncorner == 2:
-        _corner_sums_1d(xb, gb, first, count, start, m, fast, cidx, csum)
+        if count == 4:
+            _corner_sums_1d(xb, gb, first, 4, start, m, fast, cidx, csum)
+        else:
+            for n in range(first, first + count):
+                _corner_sums_1d(xb, gb, n, 1, start, m, fast, cidx, csum)
         return
     if count == 4:
         x0 = xb[first]
@@ -862,6 +889,28 @@ def _corner_sums(xb, gb, first, count, start, m, width, fast, cidx, csum):
                         + h2 * (np.float64(x2[k]) if inside else 0.0)
                         + h3 * (np.float64(x3[k]) if inside else 0.0)
                     )
+    elif count == 3:
+        # three channels' terms one after the other per corner (the order of three sweeps), with the
+        # block's index and weight loads shared
+        x0, x1, x2 = xb[first], xb[first + 1], xb[first + 2]
+        g0, g1, g2 = gb[first, start:start + m], gb[first + 1, start:start + m], gb[first + 2, start:start + m]
+        for j in range(m):
+            h0 = np.float64(g0[j])
+            h1 = np.float64(g1[j])
+            h2 = np.float64(g2[j])
+            q = fast[j]
+            for c in range(ncorner):
+                if q != _SLOW:
+                    k = np.int64(q) + (right if c & 1 else 0) + (down if c & 2 else 0)
+                    inside = True
+                else:
+                    k = max(cidx[j, c], 0)
+                    inside = cidx[j, c] >= 0
+                total = csum[j, c]
+                total += h0 * (np.float64(x0[k]) if inside else 0.0)
+                total += h1 * (np.float64(x1[k]) if inside else 0.0)
+                total += h2 * (np.float64(x2[k]) if inside else 0.0)
+                csum[j, c] = total
     else:
         xr = xb[first]
         gr = gb[first, start:start + m]
@@ -911,7 +960,7 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, factorised, out):
         gb = g[b]
         n = 0
         while n < channels:
-            count = 4 if n + 4 <= channels else 1
+            count = 4 if n + 4 <= channels else 3 if n + 3 == channels else 1
             _corner_sums(xb, gb, n, count, start, m, width, fast, cidx, csum)
             n += count
         if d == 2 and not factorised:
@@ -981,18 +1030,19 @@ def _scatter_channels_1d(gb, acc, n, first, count, start, m, fast, cidx, cw):
                 a2[i] += wc * h2
                 a3[i] += wc * h3
     else:
-        gr = gb[n, start:start + m]
-        ar = acc[n - first]
-        for j in range(m):
-            gv = np.float64(gr[j])
-            for c in range(2):
-                i = np.int64(fast[j]) + c if fast[j] != _SLOW else cidx[j, c]
-                ar[i] += cw[j, c] * gv
+        for k in range(n, n + count):
+            gr = gb[k, start:start + m]
+            ar = acc[k - first]
+            for j in range(m):
+                gv = np.float64(gr[j])
+                for c in range(2):
+                    i = np.int64(fast[j]) + c if fast[j] != _SLOW else cidx[j, c]
+                    ar[i] += cw[j, c] * gv
 
 
 @numba.njit(cache=_CACHE, **_JIT)
 def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw):
-    """Channels ``n .. n + count - 1`` (count 1 or 4) of one block of the scatter, added
+    """Channels ``n .. n + count - 1`` (count 1, 3 or 4) of one block of the scatter, added
     to their private planes ``acc[n - first]`` in increasing (position, corner) order.
 
     A separate small function so that LLVM keeps the loop's values in registers."""
@@ -1028,6 +1078,26 @@ def _scatter_channels(gb, acc, n, first, count, start, m, width, fast, cidx, cw)
                     a1[i] += wc * h1
                     a2[i] += wc * h2
                     a3[i] += wc * h3
+    elif count == 3:
+        # three planes side by side: consecutive positions update the same elements, so one plane's
+        # updates alone wait on each other's stores
+        g0 = gb[n, start:start + m]
+        g1 = gb[n + 1, start:start + m]
+        g2 = gb[n + 2, start:start + m]
+        a0 = acc[n - first]
+        a1 = acc[n - first + 1]
+        a2 = acc[n - first + 2]
+        for j in range(m):
+            h0 = np.float64(g0[j])
+            h1 = np.float64(g1[j])
+            h2 = np.float64(g2[j])
+            q = fast[j]
+            for c in range(ncorner):
+                i = (np.int64(q) + (right if c & 1 else 0) + (down if c & 2 else 0)) if q != _SLOW else cidx[j, c]
+                wc = cw[j, c]
+                a0[i] += wc * h0
+                a1[i] += wc * h1
+                a2[i] += wc * h2
     else:
         gr = gb[n, start:start + m]
         ar = acc[n - first]
@@ -1101,7 +1171,7 @@ def _scatter(g, base, w, spatial, padding, group, out):
             while n < last:
                 # four channels per sweep share the block's index and weight loads; each
                 # plane still receives its terms in increasing (v, c) order
-                count = 4 if n + 4 <= last else 1
+                count = 4 if n + 4 <= last else 3 if n + 3 == last else 1
                 _scatter_channels(g[b], acc, n, first, count, start, stop - start, width, fast, cidx, cw)
                 n += count
         for n in range(first, last):
