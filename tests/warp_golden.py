@@ -39,7 +39,10 @@ SHAPES_1D = {"long": (3, 9, (1100,)), "one": (2, 6, (1,)), "two": (2, 5, (2,))}
 # Shapes whose channels end in a remainder of three (added with the three-channel sweeps, recorded
 # with the same engine): seven channels, a four-channel sweep then three (the scatter's channel
 # groups too, at one thread or two), and in 2-D eleven, the channel-last group of eight then three.
-SHAPES_REMAINDER = {"seven": {d: (2, 7, spatial) for d, (_, _, spatial) in SHAPES.items()}, "eleven": {2: (2, 11, (23, 29))}}
+SHAPES_REMAINDER = {
+    "seven": {d: (2, 7, spatial) for d, (_, _, spatial) in SHAPES.items()},
+    "eleven": {2: (2, 11, (23, 29))},
+}
 OUTPUTS = ("warp_y", "warp_grad_x", "warp_grad_eps", "unwarp_y", "unwarp_grad_x", "unwarp_grad_eps")
 SPECIAL = (np.nan, np.inf, -np.inf, 2.0, -1.5, 0.0, 1e6, -1e17)
 
