@@ -76,6 +76,13 @@ def _block_of(task, nblocks, npos):
     return task // nblocks, start, min(start + _BLOCK, npos)
 
 
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
+def _sweep_count(n, end):
+    """Channels in the channel loops' sweep that starts at channel ``n``, the channels ending before
+    ``end``: four, a last three together, else one."""
+    return 4 if n + 4 <= end else 3 if n + 3 == end else 1
+
+
 @numba.njit(parallel=True, cache=_CACHE, **_JIT)
 def _axis_floors(eps, out_spatial, relative, spatial, padding, base, frac):
     """The kernel-independent half of the tap stage: the padding-reduced floor of every position
@@ -808,7 +815,7 @@ def _gather_block(xb, yb, start, m, width, fast, cidx, cw, first=0):
     n = first
     while n < channels:
         # four channels per sweep share the block's index and weight loads
-        count = 4 if n + 4 <= channels else 3 if n + 3 == channels else 1
+        count = _sweep_count(n, channels)
         _gather_channels(xb, yb, n, count, start, m, width, fast, cidx, cw)
         n += count
 
@@ -960,7 +967,7 @@ def _position_derivative(x, g, base, w, dw, spatial, padding, factorised, out):
         gb = g[b]
         n = 0
         while n < channels:
-            count = 4 if n + 4 <= channels else 3 if n + 3 == channels else 1
+            count = _sweep_count(n, channels)
             _corner_sums(xb, gb, n, count, start, m, width, fast, cidx, csum)
             n += count
         if d == 2 and not factorised:
@@ -1171,7 +1178,7 @@ def _scatter(g, base, w, spatial, padding, group, out):
             while n < last:
                 # four channels per sweep share the block's index and weight loads; each
                 # plane still receives its terms in increasing (v, c) order
-                count = 4 if n + 4 <= last else 3 if n + 3 == last else 1
+                count = _sweep_count(n, last)
                 _scatter_channels(g[b], acc, n, first, count, start, stop - start, width, fast, cidx, cw)
                 n += count
         for n in range(first, last):
