@@ -1,6 +1,6 @@
 """The Numba engine against itself at an earlier git revision, in one process, interleaved round by round.
 
-Run:  python bench/bench_baseline.py [--rev 822cbf3] [--rounds 25] [--threads 2] [--all | --small]
+Run:  python bench/bench_baseline.py [--rev 822cbf3] [--plain NAME] [--rounds 25] [--threads 2] [--all | --small]
 
 Not part of CI.  Issue 11 asks that the engine lose no speed, and its goals are ratios to torch
 ``grid_sample``; but torch's own time on this machine moves by up to 40 % between runs (bench/RESULTS.md,
@@ -18,12 +18,20 @@ one channel, and the validation suite's Monte-Carlo shapes).  The baseline's sou
 ``git archive`` into ``~/.cache/warptheory/bench-baseline/<commit>/`` (its numba cache stays there between
 runs) and its absolute imports renamed; the script stops if any ``warptheory`` module is loaded while the
 baseline runs alone.
+
+``--plain NAME`` makes the baseline the engine at ``--rev`` (default ``HEAD``) with one vector intrinsic
+of :mod:`warptheory.engines.simd` (``gather4``, ``prefetch``, ...) replaced by its plain loop, the others
+kept: base/ours is then what that piece of hand-written IR buys (the style rule: it must pay for itself).
+The plain pairwise sums of ``gather4`` and ``gather_channel_last8`` may differ from the intrinsics in the
+last bit of float64 results (documented in simd.py), so their bitwise column can read NO on float64 rows
+that reach them.  A row that does not reach the intrinsic shows the comparison's noise.
 """
 from __future__ import annotations
 
 import io
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,12 +50,16 @@ SMALL = [
     ("1-D f64 tri σ=0.05 N=1 1024 B4", 4, 1, (1024,), np.float64, "tri", 0.05),
     ("1-D f64 cos σ=0.2 N=4 1024 B4", 4, 4, (1024,), np.float64, "cos", 0.2),
     ("2-D f64 tri σ=0.5 N=3 48² B4", 4, 3, (48, 48), np.float64, "tri", 0.5),
+    ("2-D f64 tri σ=0.5 N=4 32² B4", 4, 4, (32, 32), np.float64, "tri", 0.5),
 ]
+INTRINSICS = ["gather4", "corner_sums4", "scatter4", "prefetch", "transpose8x16", "gather_channel_last8",
+              "scatter_channel_last16", "from_channel_last8"]
 _ABSOLUTE = re.compile(r"""(?<=from )warptheory\b|(?<=import )warptheory\b|(?<=["'])warptheory(?=\.)""")
 
 
-def baseline_package(rev):
-    """The directory holding ``warptheory_baseline``, the package at git revision ``rev``."""
+def baseline_package(rev, plain=None):
+    """The directory holding ``warptheory_baseline``, the package at git revision ``rev`` (with the
+    Numba engine calling ``simd.plain_<plain>`` instead of the intrinsic ``plain``, if given)."""
     root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
                           cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True,
@@ -56,7 +68,7 @@ def baseline_package(rev):
         sys.exit(f"bench_baseline.py: --rev: {rev!r} is not a commit of {root}")
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "warptheory",
                          "bench-baseline")
-    target = os.path.join(cache, commit)
+    target = os.path.join(cache, commit if plain is None else f"{commit}-plain-{plain}")
     if os.path.isdir(os.path.join(target, BASELINE)):
         return target, commit
     archive = subprocess.run(["git", "archive", "--format=tar", commit, "warptheory"], capture_output=True,
@@ -72,8 +84,16 @@ def baseline_package(rev):
                 path = os.path.join(folder, name)
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
+                if plain is not None and name == "numba_cpu.py":
+                    text, count = re.subn(rf"\bengine_{plain} as ", f"plain_{plain} as ", text)
+                    if count != 1:
+                        shutil.rmtree(staging)
+                        sys.exit(f"bench_baseline.py: --plain: {plain!r} is imported {count} times at {rev}, not once")
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(_ABSOLUTE.sub(BASELINE, text))
+    if plain is not None and not os.path.isfile(os.path.join(staging, BASELINE, "engines", "numba_cpu.py")):
+        shutil.rmtree(staging)
+        sys.exit(f"bench_baseline.py: --plain: {rev!r} has no warptheory/engines/numba_cpu.py")
     os.rename(staging, target)
     return target, commit
 
@@ -84,7 +104,9 @@ def results(wt, x, eps, g, kernel):
 
 def main(argv=None):
     parser, check = rounds_parser(__doc__.splitlines()[0], rounds=25)
-    parser.add_argument("--rev", default="822cbf3", help="git revision of the baseline engine (default: %(default)s)")
+    parser.add_argument("--rev", default=None, help="git revision of the baseline engine (default: 822cbf3, "
+                        "or HEAD with --plain)")
+    parser.add_argument("--plain", choices=INTRINSICS, help="the baseline calls this intrinsic's plain loop")
     rows = parser.add_mutually_exclusive_group()
     rows.add_argument("--all", action="store_true", help="every row of bench_warp.py, not only the goal rows")
     rows.add_argument("--small", action="store_true", help="the small problems of SMALL instead")
@@ -95,7 +117,8 @@ def main(argv=None):
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(args.threads)
-    folder, commit = baseline_package(args.rev)
+    rev = args.rev or ("HEAD" if args.plain else "822cbf3")
+    folder, commit = baseline_package(rev, args.plain)
     sys.path.insert(0, folder)
     import warptheory_baseline as base
 
@@ -109,7 +132,8 @@ def main(argv=None):
     import warptheory as ours
 
     load = os.getloadavg()[0]
-    print(f"engine at {commit[:10]} (baseline) against the working tree: {cpu_model()},\n  threads={args.threads}, "
+    variant = f" with plain {args.plain}" if args.plain else ""
+    print(f"engine at {commit[:10]}{variant} (baseline) against the working tree: {cpu_model()},\n  threads={args.threads}, "
           f"numba {numba.__version__}, torch {torch.__version__}, rounds={args.rounds}, load average {load:.1f} at start")
     header = (f"{'case':30s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
               f"{'ours ×torch':>11s} {'base/ours':>9s} {'[q25, q75]':>14s} bitwise")
