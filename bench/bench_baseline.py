@@ -104,8 +104,8 @@ def results(wt, x, eps, g, kernel):
 
 def main(argv=None):
     parser, check = rounds_parser(__doc__.splitlines()[0], rounds=25)
-    parser.add_argument("--rev", default=None, help="git revision of the baseline engine (default: 822cbf3, "
-                        "or HEAD with --plain)")
+    parser.add_argument("--rev", default=None,
+                        help="git revision of the baseline engine (default: 822cbf3, or HEAD with --plain)")
     parser.add_argument("--plain", choices=INTRINSICS, help="the baseline calls this intrinsic's plain loop")
     rows = parser.add_mutually_exclusive_group()
     rows.add_argument("--all", action="store_true", help="every row of bench_warp.py, not only the goal rows")
@@ -133,8 +133,9 @@ def main(argv=None):
 
     load = os.getloadavg()[0]
     variant = f" with plain {args.plain}" if args.plain else ""
-    print(f"engine at {commit[:10]}{variant} (baseline) against the working tree: {cpu_model()},\n  threads={args.threads}, "
-          f"numba {numba.__version__}, torch {torch.__version__}, rounds={args.rounds}, load average {load:.1f} at start")
+    print(f"engine at {commit[:10]}{variant} (baseline) against the working tree: {cpu_model()},\n"
+          f"  threads={args.threads}, numba {numba.__version__}, torch {torch.__version__}, rounds={args.rounds}, "
+          f"load average {load:.1f} at start")
     header = (f"{'case':30s} {'':4s} {'base ms':>8s} {'ours ms':>8s} {'torch ms':>9s} {'base ×torch':>11s} "
               f"{'ours ×torch':>11s} {'base/ours':>9s} {'[q25, q75]':>14s} bitwise")
     print(header)
