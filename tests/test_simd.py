@@ -20,6 +20,8 @@ from warptheory.engines.simd import (
     from_channel_last8,
     gather4,
     gather_channel_last8,
+    plain_gather4,
+    plain_gather_channel_last8,
     prefetch,
     scatter4,
     scatter_channel_last16,
@@ -296,6 +298,39 @@ def test_from_channel_last8_is_a_rounded_transpose(seed, dtype):
     assert np.all(np.isnan(yb[untouched]))
 
 
+@numba.njit(cache=False, fastmath={"contract"})
+def _run_plain_pairwise(xb, yb, xt, yl, cw, quads, width, fast):
+    """The plain pairwise loops called as the engine's loops call them: from code compiled with
+    contraction allowed, which a callee that leaves fastmath unset would inherit."""
+    for j in range(quads.shape[0]):
+        plain_gather4(xb, yb, 0, j, quads[j], width, cw, j)
+    for j in range(0, fast.shape[0], 8):
+        plain_gather_channel_last8(xt, yl, 0, 0, width, fast, cw, j)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_pairwise_loops_are_not_contracted(dtype):
+    """The fallbacks of gather4 and gather_channel_last8 sum ``(w0 x0 + w1 x1) + (w2 x2 + w3 x3)``
+    in float64 without fusing a product into a sum, bitwise numpy's order, even when called from
+    contracting code (with fastmath unset, numba compiled them with the caller's flags: about a
+    quarter of the float64 sums were 1 ulp off)."""
+    rng = np.random.default_rng(7)
+    width, npos, m = 16, 16 * 16, 512
+    xb = rng.normal(size=(4, npos)).astype(dtype)
+    xt = np.ascontiguousarray(xb.T.repeat(2, axis=1))  # positions × 8 channels
+    cw = rng.uniform(-1, 1, size=(m, 4))
+    quads = rng.integers(0, npos - width - 1, size=m).astype(np.int64)
+    fast = quads.astype(np.uint32)
+    yb = np.zeros((4, m), dtype=dtype)
+    yl = np.zeros((8, m), dtype=dtype)
+    _run_plain_pairwise(xb, yb, xt, yl, cw, quads, width, fast)
+    x = xb.astype(np.float64)
+    corners = [x[:, quads], x[:, quads + 1], x[:, quads + width], x[:, quads + width + 1]]
+    want = ((cw[:, 0] * corners[0] + cw[:, 1] * corners[1]) + (cw[:, 2] * corners[2] + cw[:, 3] * corners[3]))
+    assert yb.tobytes() == want.astype(dtype).tobytes()
+    assert yl.tobytes() == want.astype(dtype).repeat(2, axis=0).tobytes()
+
+
 def test_prefetch_far_outside_does_not_fault():
     """A prefetch is only a hint: addresses far outside the array must not crash."""
     xb = np.arange(12.0).reshape(3, 4)
@@ -318,16 +353,41 @@ def test_intrinsics_reject_strided_or_integer_arrays():
         _run_gather_channel_last8(xb, xb, 0, 0, 2, np.zeros(8, dtype=np.int64), cw, 0)  # fast must be uint32
 
 
+# The forced-fallback test's problems, run in the child (plain loops) and in this process.  2-D, 9
+# channels float32 (channel-last group + plane channel) and 13 channels float64 (channel-last group,
+# a four-channel sweep through gather4 / corner_sums4 / scatter4, and one more channel).
+_FALLBACK_PROBLEMS = """
+def fallback_outputs(wt, np):
+    outputs = {}
+    for name, dtype, channels in (("f32", np.float32, 9), ("f64", np.float64, 13)):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(2, channels, 20, 17)).astype(dtype)
+        g = rng.normal(size=x.shape).astype(dtype)
+        eps = (2 * rng.normal(size=(2, 2, 20, 17))).astype(dtype)
+        ours = [wt.warp(x, eps), *wt.warp_backward(x, eps, g), wt.unwarp(x, eps)]
+        ref = wt.warp_plan(eps, backend="numpy")
+        want = [ref.warp(x), *ref.backward(x, g), ref.unwarp(x)]
+        for k, (a, b) in enumerate(zip(ours, want)):
+            outputs[f"{name}_{k}"] = a
+            outputs[f"{name}_{k}_reference"] = b
+    return outputs
+"""
+
+
 def test_engine_falls_back_to_plain_loops_when_the_intrinsics_fail(tmp_path):
     """Forced failure: in a fresh process with an empty numba cache, llvmlite's
     ``IRBuilder.shuffle_vector`` raises, so the intrinsics cannot be generated.  The capability
-    check warns once, ``simd.AVAILABLE`` is False, and the engine's plain loops give the numpy
-    reference's results (2-D with 9 channels: the channel-last and plane paths) within the
-    float32 tolerance of tests/test_warping.py (2 eps relative plus 2 eps of the scale)."""
+    check warns once, ``simd.AVAILABLE`` is False, and the engine's plain loops give bitwise the
+    results of this process's engine (intrinsics on where they compile) — warp, both gradients
+    and unwarp, float32 and float64, through every 2-D path that has an intrinsic — and the numpy
+    reference's within the tolerance of tests/test_warping.py (2 eps relative plus 2 eps of the
+    scale)."""
     import os
     import subprocess
     import sys
     import textwrap
+
+    import warptheory as wt
 
     code = textwrap.dedent("""
         import warnings
@@ -338,24 +398,30 @@ def test_engine_falls_back_to_plain_loops_when_the_intrinsics_fail(tmp_path):
 
         llvmlite.ir.IRBuilder.shuffle_vector = broken
         import numpy as np
+    """) + _FALLBACK_PROBLEMS + textwrap.dedent(f"""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import warptheory as wt
             from warptheory.engines import simd
-            rng = np.random.default_rng(0)
-            x = rng.normal(size=(2, 9, 20, 17)).astype(np.float32)
-            g = rng.normal(size=x.shape).astype(np.float32)
-            eps = (2 * rng.normal(size=(2, 2, 20, 17))).astype(np.float32)
-            ours = [wt.warp(x, eps), *wt.warp_backward(x, eps, g), wt.unwarp(x, eps)]
-            ref = wt.warp_plan(eps, backend="numpy")
-            want = [ref.warp(x), *ref.backward(x, g), ref.unwarp(x)]
+            np.savez({str(tmp_path / "fallback.npz")!r}, **fallback_outputs(wt, np))
         print("available", simd.AVAILABLE)
         print("warnings", sum("vector intrinsics" in str(w.message) for w in caught))
-        print("error", max(float(np.max(np.abs(a - b)) / max(1.0, np.max(np.abs(b)))) for a, b in zip(ours, want)))
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
     assert lines.get("available") == "False", out.stdout + out.stderr[-3000:]
     assert lines.get("warnings") == "1", out.stdout
-    assert float(lines["error"]) <= 4 * np.finfo(np.float32).eps, out.stdout  # rtol + atol of 2 eps each
+    namespace = {}
+    exec(_FALLBACK_PROBLEMS, namespace)
+    here = namespace["fallback_outputs"](wt, np)
+    with np.load(tmp_path / "fallback.npz") as child:
+        assert sorted(child.files) == sorted(here)
+        for key in here:
+            if key.endswith("_reference"):
+                continue
+            fallback, reference = child[key], child[key + "_reference"]
+            assert fallback.tobytes() == here[key].tobytes(), f"{key}: the plain loops differ from this engine"
+            eps = np.finfo(fallback.dtype).eps
+            error = np.max(np.abs(fallback - reference)) / max(1.0, np.max(np.abs(reference)))
+            assert error <= 4 * eps, f"{key}: {error} from the numpy reference"  # rtol + atol of 2 eps each

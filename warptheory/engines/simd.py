@@ -481,12 +481,12 @@ def from_channel_last8(typingctx, acc, column, yb, first, pos):
 
 
 # ----- the plain loops: the same arithmetic without hand-written IR ---------------------------
-# The fused multiply-adds, copies and roundings are exactly the intrinsics' (bitwise, tested).
-# The pairwise sums of gather4 and gather_channel_last8 are written in the same order, but
-# inside the engine's loops (compiled with contraction allowed) LLVM may fuse a product into
-# its sum: the fallback then differs from the intrinsics in the last bit of some float64
-# results, within the same precision contract (float64 accumulation, one final rounding).
-_PLAIN = dict(cache=True, nogil=True, error_model="numpy")
+# Bitwise the intrinsics' results (tests/test_simd.py, the forced fallback included).  A jitted
+# function that leaves ``fastmath`` unset inherits its caller's flags when numba compiles it
+# as a callee, and the engine's loops allow contraction: the pairwise sums of plain_gather4
+# and plain_gather_channel_last8 would have products fused into their sums, and which version
+# numba compiled (and cached) would depend on the first caller.  Hence fastmath=False, stated.
+_PLAIN = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _PLAIN_FMA = dict(_PLAIN, fastmath={"contract"})
 _SLOW = 0xFFFFFFFF
 
@@ -620,6 +620,7 @@ def _probe():
             for i in range(8):
                 q = 0 if fast[i] == _SLOW else int(fast[i])
                 want_yl[:, i] = _pairwise(cw[i], xl[q], xl[q + 1], xl[q + 4], xl[q + 5])
+            # the plain pairwise sums (outputs 2 and 9) are tested against numpy in tests/test_simd.py
             checks = [(a, b) for k, (a, b) in enumerate(zip(ours, plain)) if k not in (2, 9)]
             checks += [(yb, want_yb), (yl, want_yl)]
             if any(a.tobytes() != b.tobytes() for a, b in checks):
