@@ -125,9 +125,11 @@ def _compile_scalar(code: str, name: str, overrides: dict[float, float]):
     from . import _generated
 
     def build(pins):
-        # a module of its own, so that numba caches the compiled function on disk (warptheory._generated)
+        # a module of its own, so that numba caches the compiled function on disk (warptheory._generated);
+        # fastmath stated: left unset, numba compiles a callee with its first caller's flags (the
+        # engine's loops contract a*b + c into one rounding), and the disk cache keeps that version
         lines = ["import math", "", "import numba", "", "inf, nan = math.inf, math.nan", "", "",
-                 '@numba.njit(cache=ON_DISK, error_model="numpy")', f"def {name}(t):"]
+                 '@numba.njit(cache=ON_DISK, error_model="numpy", fastmath=False)', f"def {name}(t):"]
         for point, value in pins.items():
             lines.append(f"    if t == {point!r}:")
             lines.append(f"        return {_py_float(value)}")
