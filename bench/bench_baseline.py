@@ -22,9 +22,8 @@ baseline runs alone.
 ``--plain NAME`` makes the baseline the engine at ``--rev`` (default ``HEAD``) with one vector intrinsic
 of :mod:`warptheory.engines.simd` (``gather4``, ``prefetch``, ...) replaced by its plain loop, the others
 kept: base/ours is then what that piece of hand-written IR buys (the style rule: it must pay for itself).
-The plain pairwise sums of ``gather4`` and ``gather_channel_last8`` may differ from the intrinsics in the
-last bit of float64 results (documented in simd.py), so their bitwise column can read NO on float64 rows
-that reach them.  A row that does not reach the intrinsic shows the comparison's noise.
+The plain loops are bitwise the intrinsics (tests/test_simd.py), so the bitwise column must read yes.  A
+row that does not reach the intrinsic shows the comparison's noise.
 """
 from __future__ import annotations
 
