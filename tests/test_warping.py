@@ -435,17 +435,19 @@ def test_channel_last_forward_applies_where_it_should():
     dtype=st.sampled_from([np.float32, np.float64]),
     scale=st.sampled_from([0.0, 0.3, 2.0, 10.0, 1e6, 1e17]),
     special=SPECIAL_OFFSETS,
+    d=st.sampled_from([1, 2]),
 )
-def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special):
-    """The vectorised 2-D ``tri`` taps (floors, φ of both taps per axis) equal those of the
-    generic per-kernel tap stage bitwise, NaN/inf offsets, huge offsets and thin images included.
-    (No φ' taps: the engine reads tri's constant slopes instead, ``test_plan.py``.)"""
+def test_bilinear_taps_are_bitwise(seed, padding, dtype, scale, special, d):
+    """The vectorised 1-D and 2-D ``tri`` taps (floors, φ of both taps per axis) equal those of the
+    generic per-kernel tap stage bitwise, NaN/inf offsets, huge offsets, thin images and 1-D lines
+    of several blocks included.  (No φ' taps: the engine reads tri's constant slopes instead,
+    ``test_plan.py``.)"""
     from warptheory.engines import numba_cpu as _engine_numba
     from warptheory.kernels import get_kernel
 
     rng = np.random.default_rng(seed)
-    spatial = tuple(int(v) for v in rng.integers(1, 40, size=2))
-    eps = (scale * rng.normal(size=(2, 2, *spatial))).astype(dtype)
+    spatial = tuple(int(v) for v in rng.integers(1, 40 if d == 2 else 3 * _engine_numba._BLOCK, size=d))
+    eps = (scale * rng.normal(size=(2, d, *spatial))).astype(dtype)
     plant_special_offsets(rng, eps, special)
     tri = get_kernel("tri")
     fast = [a.copy() for a in _engine_numba._taps(eps, tri, padding, True, False)]

@@ -1296,15 +1296,48 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
                 base1[j], _ = _reduced_floor(p1, width, padding)
 
 
+@numba.njit(cache=_CACHE, **_JIT)
+def _tri_taps_block_1d(eps, b, start, stop, size, padding, base, w):
+    """:func:`_tri_taps_block` in 1-D: the floors of the 1-D branch of :func:`_axis_floors` and the
+    ``tri`` weights of :func:`_axis_weights_body`, bitwise, in a loop LLVM vectorises.  The
+    position ``start + j`` is exact in float64 (below 2**31), ``t = p - floor(p)`` is exact, and
+    ``φ(t) = 1 - t``, ``φ(t - 1) = 1 - φ(t)`` as there."""
+    es = eps[b, 0, start:stop]
+    first = np.float64(start)
+    lo = -2.0 if padding == 0 else (-1.0 if padding == 2 else 0.0)
+    hi = np.float64(size) if padding == 0 else np.float64(size - 1)
+    floors = base[b, 0, start:stop]
+    w0 = w[b, 0, 0, start:stop]
+    w1 = w[b, 0, 1, start:stop]
+    for j in range(stop - start):
+        p = (first + np.float64(np.int32(j))) + np.float64(es[j])
+        f = np.floor(p)
+        a = 1.0 - (p - f)
+        w0[j] = a
+        w1[j] = 1.0 - a
+        clipped = min(max(f, lo), hi)
+        floors[j] = np.int32(clipped) if (clipped >= lo) & (clipped <= hi) else np.int32(0)
+    for j in range(stop - start):
+        e = np.float64(es[j])
+        if not np.isfinite(e):
+            floors[j] = _UNDEFINED
+            w0[j] = w1[j] = np.nan
+        elif padding == 1 and not (0.0 <= np.floor((start + j) + e) < size):
+            floors[j], _ = _reduced_floor((start + j) + e, size, padding)
+
+
 @numba.njit(parallel=True, cache=_CACHE, **_JIT)
-def _tri_taps_2d(eps, spatial, padding, base, w):
+def _tri_taps(eps, spatial, padding, base, w):
     """The φ taps of :func:`_axis_floors` and :func:`_axis_weights_body` for the built-in ``tri``
-    kernel in 2-D (bitwise the same arrays; ``test_bilinear_taps_are_bitwise``)."""
+    kernel in 1-D and 2-D (bitwise the same arrays; ``test_bilinear_taps_are_bitwise``)."""
     batch, d, npos = eps.shape
     nblocks = (npos + _BLOCK - 1) // _BLOCK
     for task in prange(batch * nblocks):
         b, start, stop = _block_of(task, nblocks, npos)
-        _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, base, w)
+        if d == 1:
+            _tri_taps_block_1d(eps, b, start, stop, spatial[0], padding, base, w)
+        else:
+            _tri_taps_block(eps, b, start, stop, spatial[0], spatial[1], padding, base, w)
 
 
 # A transient plan's taps, the channel-last copies and the scatter accumulators are scratch
@@ -1371,8 +1404,8 @@ def _taps(eps, kernel, padding, need_w, need_dw, fused=True, in_shape=None, rela
     base = allocate("base", (batch, d, npos), np.int32)
     w = allocate("w", (batch, d, 2, npos) if need_w else (0, 0, 0, 0), np.float64)
     dw = allocate("dw", (batch, d, 2, npos) if need_dw else (0, 0, 0, 0), np.float64)
-    if fused and d == 2 and need_w and not need_dw and relative and same_grid and _is_bilinear(kernel):
-        _tri_taps_2d(eps_flat, spatial, PADDING_CODES[padding], base, w)
+    if fused and d <= 2 and need_w and not need_dw and relative and same_grid and _is_bilinear(kernel):
+        _tri_taps(eps_flat, spatial, PADDING_CODES[padding], base, w)
     else:
         _axis_floors(eps_flat, out_spatial, relative, spatial, PADDING_CODES[padding], base, w if need_w else dw)
         _axis_taps_for(kernel)(need_w, need_dw, w, dw)

@@ -32,7 +32,7 @@ LOOPS = {
     "position_derivative": "_position_derivative",
     "scatter": "_scatter",
     "scatter_channel_last": "_scatter_2d_channel_last",
-    "tri_taps": "_tri_taps_2d",
+    "tri_taps": "_tri_taps",
 }
 
 
