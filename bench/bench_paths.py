@@ -67,11 +67,14 @@ def variants(engine, wt):
              "simd.scatter_channel_last16", "simd.from_channel_last8", "simd.plain_scatter_channel_last16",
              "simd.plain_from_channel_last8"],
         ),
-        "- bilinear taps": ({"_tri_taps": generic_tri_taps}, ["_tri_taps_block", "_tri_taps_block_1d", "_tri_taps"]),
+        "- bilinear taps": (
+            {"_tri_taps": generic_tri_taps},
+            ["_tri_taps_block", "_tri_taps_block_1d", "_tri_taps", "_floor_bounds", "_clipped_floor"],
+        ),
         "- both bilinear paths": (
             {"_is_bilinear": lambda kernel: False},
             ["_is_bilinear", "_tri_taps_at", "_tri_block_2d", "_gather_tri_2d", "_gather_scratch_2d",
-             "_tri_taps_block", "_tri_taps_block_1d", "_tri_taps"],
+             "_tri_taps_block", "_tri_taps_block_1d", "_tri_taps", "_floor_bounds", "_clipped_floor"],
         ),
         "- all four": (
             {"_channel_last_workers": lambda *args: 0, "_scatter_workers": lambda *args: 0,

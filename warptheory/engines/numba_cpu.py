@@ -1248,6 +1248,24 @@ def _scatter_2d_channel_last(g, base, w, spatial, padding, acc, out):
                     yb[first + k, pos] = sums[pos, k]
 
 
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
+def _floor_bounds(size, padding):
+    """The range :func:`_reduced_floor` clips a floor to, as float64 ``(lo, hi)``, for the
+    vectorised tap loops (zeros [-2, size], border [-1, size - 1]; periodic: the lattice, the
+    positions outside it redone by the scalar code)."""
+    lo = -2.0 if padding == 0 else (-1.0 if padding == 2 else 0.0)
+    hi = np.float64(size) if padding == 0 else np.float64(size - 1)
+    return lo, hi
+
+
+@numba.njit(cache=_CACHE, inline="always", **_JIT)
+def _clipped_floor(floor, lo, hi):
+    """``floor`` clipped to [lo, hi] as an int32, branch-free; 0 for NaN (compares false), which
+    the scalar fix-up then replaces."""
+    clipped = min(max(floor, lo), hi)
+    return np.int32(clipped) if (clipped >= lo) & (clipped <= hi) else np.int32(0)
+
+
 @numba.njit(cache=_CACHE, **_JIT)
 def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     """:func:`_axis_floors_2d` + :func:`_axis_weights_body` for the built-in ``tri`` kernel, bitwise,
@@ -1261,10 +1279,8 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     fwidth = np.float64(width)
     inverse_width = 1.0 / fwidth
     first = np.float64(start)
-    # zeros: clip to [-2, size]; border: [-1, size - 1]; periodic: in range only (else redone)
-    lo = -2.0 if padding == 0 else (-1.0 if padding == 2 else 0.0)
-    hi0 = np.float64(height) if padding == 0 else np.float64(height - 1)
-    hi1 = np.float64(width) if padding == 0 else np.float64(width - 1)
+    lo, hi0 = _floor_bounds(height, padding)
+    _, hi1 = _floor_bounds(width, padding)
     base0 = base[b, 0, start:stop]
     base1 = base[b, 1, start:stop]
     wa0 = w[b, 0, 0, start:stop]
@@ -1273,11 +1289,8 @@ def _tri_taps_block(eps, b, start, stop, height, width, padding, base, w):
     we1 = w[b, 1, 1, start:stop]
     for j in range(m):
         f0, f1, wa0[j], wa1[j], we0[j], we1[j] = _tri_taps_at(first, j, e0s[j], e1s[j], fwidth, inverse_width)
-        clipped0 = min(max(f0, lo), hi0)
-        clipped1 = min(max(f1, lo), hi1)
-        # NaN compares false: those positions are redone below
-        base0[j] = np.int32(clipped0) if (clipped0 >= lo) & (clipped0 <= hi0) else np.int32(0)
-        base1[j] = np.int32(clipped1) if (clipped1 >= lo) & (clipped1 <= hi1) else np.int32(0)
+        base0[j] = _clipped_floor(f0, lo, hi0)
+        base1[j] = _clipped_floor(f1, lo, hi1)
     for j in range(m):
         e0 = np.float64(e0s[j])
         e1 = np.float64(e1s[j])
@@ -1304,8 +1317,7 @@ def _tri_taps_block_1d(eps, b, start, stop, size, padding, base, w):
     ``φ(t) = 1 - t``, ``φ(t - 1) = 1 - φ(t)`` as there."""
     es = eps[b, 0, start:stop]
     first = np.float64(start)
-    lo = -2.0 if padding == 0 else (-1.0 if padding == 2 else 0.0)
-    hi = np.float64(size) if padding == 0 else np.float64(size - 1)
+    lo, hi = _floor_bounds(size, padding)
     floors = base[b, 0, start:stop]
     w0 = w[b, 0, 0, start:stop]
     w1 = w[b, 0, 1, start:stop]
@@ -1315,8 +1327,7 @@ def _tri_taps_block_1d(eps, b, start, stop, size, padding, base, w):
         a = 1.0 - (p - f)
         w0[j] = a
         w1[j] = 1.0 - a
-        clipped = min(max(f, lo), hi)
-        floors[j] = np.int32(clipped) if (clipped >= lo) & (clipped <= hi) else np.int32(0)
+        floors[j] = _clipped_floor(f, lo, hi)
     for j in range(stop - start):
         e = np.float64(es[j])
         if not np.isfinite(e):
